@@ -1,0 +1,177 @@
+"""Reading configs: YAML files, `--set a.b=value` overrides, and the checks that need the
+whole config at once (every swept value must itself give a valid config)."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from objectives.registry import get_objective
+from sweep.config import PrefsweepConfig
+
+
+class ConfigError(ValueError):
+    """A config the sweep refuses, with one `field: message` line per problem."""
+
+    def __init__(self, problems: list[tuple[str, str]], source: str | None = None):
+        self.problems = problems
+        self.source = source
+        where = f" in {source}" if source else ""
+        lines = "\n".join(f"  {field}: {message}" for field, message in problems)
+        super().__init__(f"invalid config{where}:\n{lines}")
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(root)"
+
+
+def from_validation_error(err: ValidationError, source: str | None = None, prefix: str = "") -> ConfigError:
+    problems = []
+    for e in err.errors():
+        field = _loc(tuple(p for p in e["loc"]))
+        problems.append(((prefix + field) if field != "(root)" or not prefix else prefix.rstrip("."), e["msg"]))
+    return ConfigError(problems, source)
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError([(item, "expected KEY=VALUE, e.g. train.learning_rate=1e-4")], "--set")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError([(item, "empty key")], "--set")
+    return key, yaml.safe_load(raw) if raw.strip() else ""
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any, *, known: PrefsweepConfig | None = None) -> None:
+    """Set `a.b.c` in a nested dict. Under `sweep.parameters` the rest of the key is one
+    dotted parameter name (`sweep.parameters.objective.beta.values=[0.1]`)."""
+    parts = key.split(".")
+    if parts[:2] == ["sweep", "parameters"] and len(parts) > 2:
+        params = data.setdefault("sweep", {}).setdefault(
+            "parameters", known.sweep.model_dump(mode="json")["parameters"] if known else {}
+        )
+        rest = parts[2:]
+        spec_keys = {"values", "value", "distribution", "min", "max", "q"}
+        if rest[-1] in spec_keys and len(rest) > 1:
+            params.setdefault(".".join(rest[:-1]), {})[rest[-1]] = value
+        else:
+            params[".".join(rest)] = value
+        return
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError([(key, f"{part!r} is not a section")], "--set")
+        node = child
+    node[parts[-1]] = value
+
+
+def load_config(source: str | Path | dict[str, Any], overrides: list[str] = ()) -> PrefsweepConfig:
+    """Load and fully check a config from a YAML path or a dict, with `--set` overrides."""
+    if isinstance(source, dict):
+        data, where = copy.deepcopy(source), None
+    else:
+        where = str(source)
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError([("(file)", f"config file not found: {path}")], where)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError([("(yaml)", str(exc))], where) from None
+    if not isinstance(data, dict):
+        raise ConfigError([("(root)", "the config must be a mapping of sections")], where)
+    defaults = PrefsweepConfig()
+    for item in overrides:
+        key, value = parse_override(item)
+        set_dotted(data, key, value, known=defaults)
+    try:
+        config = PrefsweepConfig.model_validate(data)
+    except ValidationError as err:
+        raise from_validation_error(err, where) from None
+    problems = sweep_problems(config)
+    if problems:
+        raise ConfigError(problems, where)
+    return config
+
+
+def config_with(config: PrefsweepConfig, values: dict[str, Any]) -> PrefsweepConfig:
+    """A copy of `config` with dotted keys set; raises ValidationError on a bad value."""
+    data = config.model_dump(mode="json")
+    for key, value in values.items():
+        set_dotted(data, key, value)
+    return PrefsweepConfig.model_validate(data)
+
+
+def sweep_problems(config: PrefsweepConfig) -> list[tuple[str, str]]:
+    """Checks across sections: every swept key exists, every edge value of every swept
+    parameter validates, and the sweep metric is reported by every objective in play."""
+    problems: list[tuple[str, str]] = []
+    base = config.model_dump(mode="json")
+    for key, spec in config.sweep.parameters.items():
+        field = f"sweep.parameters.{key}"
+        if key.startswith(("sweep.", "tracking.", "storage.", "name")) or key == "resources":
+            problems.append((field, "only model, data, objective, train and resources keys can be swept"))
+            continue
+        if not _has_path(base, key):
+            problems.append((field, f"no config key {key!r}"))
+            continue
+        for value in spec.edge_values():
+            try:
+                config_with(config, {key: value})
+            except ValidationError as err:
+                msg = "; ".join(e["msg"] for e in err.errors())
+                problems.append((field, f"value {value!r} is invalid: {msg}"))
+                break
+    metric = config.sweep.metric.name
+    bare = metric.removeprefix("eval/")
+    for name in config.objectives_in_play():
+        try:
+            objective = get_objective(name)
+        except KeyError as err:
+            problems.append(("sweep.parameters.objective.name", str(err)))
+            continue
+        if bare not in objective.metrics and bare != "tokens_per_second":
+            problems.append(
+                ("sweep.metric.name", f"{name} does not report {metric!r}; it reports "
+                 + ", ".join(objective.metrics))
+            )
+        if objective.paired and config.data.format == "unpaired":
+            problems.append(("data.format", f"objective {name} needs paired data, data.format is unpaired"))
+    return problems
+
+
+def _has_path(data: dict[str, Any], dotted: str) -> bool:
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            # Optional sections (model.lora) exist in the schema even when null.
+            return _schema_has_path(dotted)
+        node = node[part]
+    return True
+
+
+def _schema_has_path(dotted: str) -> bool:
+    from pydantic import BaseModel
+
+    model: Any = PrefsweepConfig
+    for part in dotted.split("."):
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return False
+        annotation = fields[part].annotation
+        model = next(
+            (a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type) and issubclass(a, BaseModel)),
+            None,
+        )
+    return True
+
+
+def dump_yaml(config: PrefsweepConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
