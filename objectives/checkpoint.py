@@ -1,0 +1,49 @@
+"""Checkpoints in Hugging Face layout (loadable with `from_pretrained`) plus the optimizer
+state a restarted worker needs to continue where it stopped."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+STATE_FILE = "training_state.pt"
+INFO_FILE = "prefsweep.json"
+
+
+def save_checkpoint(directory: Path, model, tokenizer, optimizer, scheduler, cfg, step: int,
+                    metrics: dict[str, Any]) -> None:
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    torch.save(
+        {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "step": step,
+            "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
+        },
+        directory / STATE_FILE,
+    )
+    info = {"step": step, "metrics": metrics, "config": cfg.model_dump(mode="json"),
+            "adapter": bool(cfg.model.lora)}
+    (directory / INFO_FILE).write_text(json.dumps(info, indent=2, default=float))
+
+
+def load_training_state(checkpoint, optimizer, scheduler) -> int:
+    """Restore optimizer, scheduler and RNG from a `ray.train.Checkpoint`; -> the step reached."""
+    with checkpoint.as_directory() as directory:
+        state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    random.setstate(state["rng"]["python"])
+    np.random.set_state(state["rng"]["numpy"])
+    torch.set_rng_state(state["rng"]["torch"])
+    return int(state["step"])
+
+
+def read_info(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / INFO_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}

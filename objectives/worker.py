@@ -1,0 +1,209 @@
+"""The per-worker training loop that Ray Train runs on each DDP worker.
+
+The sweep driver never reaches in here: it hands over a config dict, the loaded data and
+where to log; this loop reports metrics and HF-layout checkpoints through `ray.train.report`.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import ray.train
+import ray.train.torch
+import torch
+from torch.utils.data import DataLoader
+
+from objectives.batching import CompletionCollator, PairCollator
+from objectives.checkpoint import load_training_state, save_checkpoint
+from objectives.metrics import MetricAccumulator
+from objectives.modeling import build_policy_and_reference, unwrap
+from objectives.registry import MISMATCHED_KL, get_objective
+from objectives.step import batch_loss
+from sweep.config import PrefsweepConfig
+from sweep.models import load_tokenizer
+from sweep.tokenize import tokenize_completions, tokenize_pairs
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN/inf: the run stops, since more steps cannot repair it."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def tokenized_splits(cfg: PrefsweepConfig, data, tokenizer) -> tuple[list, list]:
+    tokenize = tokenize_pairs if data.paired else tokenize_completions
+    limits = dict(max_length=cfg.data.max_length, max_prompt_length=cfg.data.max_prompt_length)
+    return tokenize(data.train, tokenizer, **limits), tokenize(data.eval, tokenizer, **limits)
+
+
+def make_loader(items: list, cfg: PrefsweepConfig, collate, *, batch_size: int, shuffle: bool) -> DataLoader:
+    generator = torch.Generator().manual_seed(cfg.train.seed)
+    return DataLoader(
+        list(enumerate(items)), batch_size=batch_size, shuffle=shuffle, collate_fn=collate,
+        generator=generator, drop_last=False,
+    )
+
+
+def autocast_context(cfg: PrefsweepConfig, device: torch.device):
+    if device.type == "cuda" and cfg.model.dtype in ("auto", "bfloat16"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if device.type == "cuda" and cfg.model.dtype == "float16":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return torch.autocast(device.type, enabled=False)
+
+
+def lr_lambda(cfg: PrefsweepConfig):
+    warmup, total = cfg.train.warmup_steps, cfg.train.max_steps
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
+
+
+def _epochs(loader: DataLoader, start_epoch: int):
+    epoch = start_epoch
+    while True:
+        sampler = getattr(loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def evaluate(policy, reference, loader, objective, params, cfg, device) -> dict[str, float]:
+    acc = MetricAccumulator()
+    policy.eval()
+    with torch.no_grad(), autocast_context(cfg, device):
+        for batch in loader:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            out = batch_loss(policy, reference, batch, objective, params)
+            acc.add({"loss": out.loss, **out.metrics}, weight=len(batch["index"]))
+    policy.train()
+    return {f"eval/{k}": v for k, v in acc.reduce(distributed=True).items()}
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    cfg = PrefsweepConfig.model_validate(loop_config["config"])
+    data = loop_config["data"]
+    if isinstance(data, ray.ObjectRef):
+        data = ray.get(data)
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    seed_everything(cfg.train.seed + rank)
+    device = ray.train.torch.get_device()
+
+    objective = get_objective(cfg.objective.name)
+    tokenizer = load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
+    train_items, eval_items = tokenized_splits(cfg, data, tokenizer)
+    pad_id = tokenizer.pad_token_id
+    collate = PairCollator(pad_id) if objective.paired else CompletionCollator(
+        pad_id, mismatched=MISMATCHED_KL in objective.extra_inputs
+    )
+    checkpoint = ray.train.get_checkpoint()
+    policy, reference = build_policy_and_reference(cfg, objective, device, checkpoint,
+                                                   cached_ref=loop_config.get("ref_cache"))
+    policy = ray.train.torch.prepare_model(policy)
+    train_loader = ray.train.torch.prepare_data_loader(
+        make_loader(train_items, cfg, collate, batch_size=cfg.train.per_device_batch_size, shuffle=True)
+    )
+    eval_loader = ray.train.torch.prepare_data_loader(
+        make_loader(eval_items, cfg, collate, batch_size=cfg.train.eval_batch_size or cfg.train.per_device_batch_size,
+                    shuffle=False)
+    ) if eval_items else None
+
+    trainable = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    start_step = load_training_state(checkpoint, optimizer, scheduler) if checkpoint else 0
+
+    logger = None
+    if rank == 0 and loop_config.get("mlflow_run_id"):
+        from sweep.tracking import StepLogger
+        logger = StepLogger(loop_config["tracking_uri"], loop_config["mlflow_run_id"])
+
+    accum = cfg.train.gradient_accumulation_steps
+    batches = _epochs(train_loader, start_epoch=(start_step * accum) // max(1, len(train_loader)))
+    for _ in range((start_step * accum) % max(1, len(train_loader))):
+        next(batches)  # resume mid-epoch where the checkpoint left off
+
+    window = MetricAccumulator()
+    window_tokens, window_padded, window_start = 0, 0, time.perf_counter()
+    last_train: dict[str, float] = {}
+    policy.train()
+    for step in range(start_step, cfg.train.max_steps):
+        for micro in range(accum):
+            batch = {k: v.to(device) for k, v in next(batches).items()}
+            sync = micro == accum - 1 or not hasattr(policy, "no_sync")
+            with (contextlib.nullcontext() if sync else policy.no_sync()), autocast_context(cfg, device):
+                out = batch_loss(policy, reference, batch, objective, cfg.objective)
+                loss = out.loss
+                if not torch.isfinite(loss):
+                    raise NonFiniteLossError(
+                        f"loss is {loss.item()} at step {step + 1} (objective {cfg.objective.name}, "
+                        f"learning_rate {cfg.train.learning_rate}, beta {cfg.objective.beta}); stopping this run"
+                    )
+                (loss / accum).backward()
+            window.add({"loss": loss.detach(), **out.metrics}, weight=len(batch["index"]))
+            window_tokens += int(batch["attention_mask"].sum())
+            window_padded += batch["attention_mask"].numel()
+        if cfg.train.max_grad_norm is not None:
+            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.train.max_grad_norm)
+            window.add({"grad_norm": grad_norm.detach()}, weight=1)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        done = step + 1
+        if done % cfg.train.logging_steps == 0 or done % cfg.train.eval_every == 0 or done == cfg.train.max_steps:
+            elapsed = time.perf_counter() - window_start
+            last_train = window.reduce(distributed=True)
+            last_train["tokens_per_second"] = _all_sum(window_tokens) / max(elapsed, 1e-9)
+            last_train["pad_share"] = 1.0 - _all_sum(window_tokens) / max(1, _all_sum(window_padded))
+            last_train["learning_rate"] = scheduler.get_last_lr()[0]
+            if logger:
+                logger.log(last_train, step=done)
+            window = MetricAccumulator()
+            window_tokens, window_padded, window_start = 0, 0, time.perf_counter()
+        if done % cfg.train.eval_every == 0 or done == cfg.train.max_steps:
+            metrics = dict(last_train)
+            if eval_loader is not None:
+                metrics.update(evaluate(policy, reference, eval_loader, objective, cfg.objective, cfg, device))
+            metrics["step"] = done
+            metrics["epoch"] = done * accum / max(1, len(train_loader))
+            if logger:
+                logger.log({k: v for k, v in metrics.items() if k.startswith("eval/")}, step=done)
+            _report(metrics, policy, tokenizer, optimizer, scheduler, cfg, rank, done)
+    if logger:
+        logger.close()
+
+
+def _report(metrics, policy, tokenizer, optimizer, scheduler, cfg, rank, step) -> None:
+    metrics = {k: (float(v) if isinstance(v, (int, float)) and math.isfinite(v) else v) for k, v in metrics.items()}
+    with tempfile.TemporaryDirectory(prefix="prefsweep-ckpt-") as tmp:
+        checkpoint = None
+        if rank == 0:
+            save_checkpoint(Path(tmp), unwrap(policy), tokenizer, optimizer, scheduler, cfg, step, metrics)
+            checkpoint = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def _all_sum(value: int) -> float:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        t = torch.tensor(float(value), device=ray.train.torch.get_device())
+        torch.distributed.all_reduce(t)
+        return t.item()
+    return float(value)
