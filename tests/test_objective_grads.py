@@ -1,0 +1,149 @@
+"""Gradient directions of the preference objectives: what each loss pushes up and down.
+
+Minimising the loss moves a log-prob against its gradient, so "pushed up" is a negative
+gradient of the batch loss w.r.t. that log-prob and "pushed down" a positive one.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from objectives.registry import get_objective
+from objectives.types import PairedLogps, UnpairedLogps
+from sweep.config import ObjectiveConfig
+
+PAIRED = ("dpo", "ipo", "hinge", "robust", "simpo", "orpo")
+
+
+def leaf(values) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float64, requires_grad=True)
+
+
+def paired_grads(name: str, **params) -> tuple[torch.Tensor, torch.Tensor]:
+    # Small margins everywhere: inside the hinge, below IPO's 1/(2 beta) target, so every
+    # objective is in the regime where it still wants to separate the pair.
+    logps = PairedLogps(
+        chosen=leaf([-5.0, -6.0, -9.0]),
+        rejected=leaf([-7.0, -4.0, -8.5]),
+        chosen_tokens=torch.tensor([3, 4, 6]),
+        rejected_tokens=torch.tensor([2, 5, 5]),
+        ref_chosen=torch.tensor([-5.5, -6.0, -9.0], dtype=torch.float64),
+        ref_rejected=torch.tensor([-6.0, -4.5, -8.0], dtype=torch.float64),
+    )
+    get_objective(name).fn(logps, ObjectiveConfig(name=name, **params)).loss.backward()
+    return logps.chosen.grad, logps.rejected.grad
+
+
+@pytest.mark.parametrize("name", PAIRED)
+@pytest.mark.parametrize("beta", [0.1, 0.5])
+def test_paired_objectives_push_chosen_up_and_rejected_down(name, beta):
+    chosen_grad, rejected_grad = paired_grads(name, beta=beta)
+    assert (chosen_grad < 0).all(), chosen_grad
+    assert (rejected_grad > 0).all(), rejected_grad
+
+
+@pytest.mark.parametrize("name", ["dpo", "robust", "simpo"])
+def test_label_smoothing_keeps_the_direction(name):
+    chosen_grad, rejected_grad = paired_grads(name, beta=0.1, label_smoothing=0.3)
+    assert (chosen_grad < 0).all() and (rejected_grad > 0).all()
+
+
+def test_cdpo_pushes_less_than_dpo():
+    plain, _ = paired_grads("dpo", beta=0.1)
+    smoothed, _ = paired_grads("dpo", beta=0.1, label_smoothing=0.3)
+    assert (smoothed.abs() < plain.abs()).all()
+
+
+def test_hinge_has_no_gradient_beyond_the_margin():
+    logps = PairedLogps(
+        chosen=leaf([-1.0]), rejected=leaf([-20.0]),
+        chosen_tokens=torch.tensor([2]), rejected_tokens=torch.tensor([2]),
+        ref_chosen=torch.tensor([-5.0], dtype=torch.float64), ref_rejected=torch.tensor([-5.0], dtype=torch.float64),
+    )
+    get_objective("hinge").fn(logps, ObjectiveConfig(name="hinge", beta=0.5)).loss.backward()
+    assert logps.chosen.grad.item() == 0.0 and logps.rejected.grad.item() == 0.0
+
+
+def test_ipo_pulls_back_a_pair_past_its_target():
+    # IPO regresses the margin onto 1/(2 beta) = 1 per token: a pair beyond it is pushed back.
+    logps = PairedLogps(
+        chosen=leaf([-1.0]), rejected=leaf([-20.0]),
+        chosen_tokens=torch.tensor([2]), rejected_tokens=torch.tensor([2]),
+        ref_chosen=torch.tensor([-5.0], dtype=torch.float64), ref_rejected=torch.tensor([-5.0], dtype=torch.float64),
+    )
+    get_objective("ipo").fn(logps, ObjectiveConfig(name="ipo", beta=0.5)).loss.backward()
+    assert logps.chosen.grad.item() > 0 and logps.rejected.grad.item() < 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Unpaired objectives
+
+
+ACCEPTED = torch.tensor([True, False, True, False, False])
+
+
+def unpaired(**overrides) -> UnpairedLogps:
+    fields = dict(
+        logps=leaf([-5.0, -6.0, -3.0, -2.0, -7.0]),
+        tokens=torch.tensor([3, 4, 2, 2, 5]),
+        accepted=ACCEPTED,
+        ref_logps=torch.tensor([-5.5, -6.0, -2.0, -2.5, -7.0], dtype=torch.float64),
+        kl_logps=leaf([-4.0, -5.0, -6.0, -7.0, -3.0]),
+        ref_kl_logps=torch.tensor([-4.5, -5.0, -6.2, -7.3, -3.0], dtype=torch.float64),
+    )
+    fields.update(overrides)
+    return UnpairedLogps(**fields)
+
+
+def unpaired_grad(name: str, logps: UnpairedLogps, **params) -> torch.Tensor:
+    get_objective(name).fn(logps, ObjectiveConfig(name=name, **params)).loss.backward()
+    return logps.logps.grad
+
+
+@pytest.mark.parametrize("weights", [(1.0, 1.0), (1.3, 0.7)])
+def test_kto_pushes_accepted_up_and_rejected_down(weights):
+    logps = unpaired()
+    grad = unpaired_grad("kto", logps, beta=0.5, desirable_weight=weights[0], undesirable_weight=weights[1])
+    assert (grad[ACCEPTED] < 0).all() and (grad[~ACCEPTED] > 0).all()
+    assert logps.kl_logps.grad is None  # the baseline is detached
+
+
+def test_pmpo_alpha_one_pushes_only_accepted_up():
+    grad = unpaired_grad("pmpo", unpaired(), beta=0.0, alpha=1.0)
+    assert (grad[ACCEPTED] < 0).all()
+    assert (grad[~ACCEPTED] == 0).all()
+
+
+def test_pmpo_alpha_zero_pushes_rejected_down():
+    grad = unpaired_grad("pmpo", unpaired(), beta=0.0, alpha=0.0)
+    assert (grad[~ACCEPTED] > 0).all()
+
+
+def test_pmpo_alpha_zero_beta_zero_leaves_accepted_rows_alone():
+    grad = unpaired_grad("pmpo", unpaired(), beta=0.0, alpha=0.0)
+    assert torch.equal(grad[ACCEPTED], torch.zeros(2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
+def test_pmpo_row_gradients_are_per_set_means(alpha):
+    # d(-J)/d log pi_i = -alpha / n_accept on accepted rows, (1 - alpha) / n_reject on rejected rows.
+    grad = unpaired_grad("pmpo", unpaired(), beta=0.0, alpha=alpha)
+    n_accepted, n_rejected = int(ACCEPTED.sum()), int((~ACCEPTED).sum())
+    assert torch.allclose(grad[ACCEPTED], torch.full((n_accepted,), -alpha / n_accepted, dtype=torch.float64))
+    assert torch.allclose(grad[~ACCEPTED], torch.full((n_rejected,), (1 - alpha) / n_rejected, dtype=torch.float64))
+
+
+def test_pmpo_sample_kl_pulls_the_policy_back_to_the_reference():
+    # Only the KL acts (alpha = 0, accepted rows): rows above the reference are pushed down,
+    # rows below it up, rows equal to it not at all.
+    logps = unpaired(accepted=torch.ones(5, dtype=torch.bool))
+    grad = unpaired_grad("pmpo", logps, beta=1.0, alpha=0.0)
+    diff = logps.logps.detach() - logps.ref_logps
+    assert (grad[diff > 0] > 0).all() and (grad[diff < 0] < 0).all() and (grad[diff == 0] == 0).all()
+
+
+def test_pmpo_exact_kl_carries_its_gradient():
+    exact = leaf([0.1, 0.2, 0.3, 0.4, 0.5])
+    logps = unpaired(ref_logps=None, exact_kl=exact)
+    unpaired_grad("pmpo", logps, beta=0.4, alpha=0.5, kl_estimator="exact")
+    assert torch.allclose(exact.grad, torch.full((5,), 0.4 / 5, dtype=torch.float64))
