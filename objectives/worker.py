@@ -176,6 +176,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             last_train["learning_rate"] = scheduler.get_last_lr()[0]
             if logger:
                 logger.log(last_train, step=done)
+            if rank == 0:
+                print(progress_line(cfg, done, last_train), flush=True)
             window = MetricAccumulator()
             window_tokens, window_padded, window_start = 0, 0, time.perf_counter()
         if done % cfg.train.eval_every == 0 or done == cfg.train.max_steps:
@@ -186,9 +188,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             metrics["epoch"] = done * accum / max(1, len(train_loader))
             if logger:
                 logger.log({k: v for k, v in metrics.items() if k.startswith("eval/")}, step=done)
+            if rank == 0:
+                print(progress_line(cfg, done, {k: v for k, v in metrics.items() if k.startswith("eval/")}), flush=True)
             _report(metrics, policy, tokenizer, optimizer, scheduler, cfg, rank, done)
-    if logger:
-        logger.close()
 
 
 def _report(metrics, policy, tokenizer, optimizer, scheduler, cfg, rank, step) -> None:
@@ -199,6 +201,13 @@ def _report(metrics, policy, tokenizer, optimizer, scheduler, cfg, rank, step) -
             save_checkpoint(Path(tmp), unwrap(policy), tokenizer, optimizer, scheduler, cfg, step, metrics)
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def progress_line(cfg: PrefsweepConfig, step: int, metrics: dict[str, float]) -> str:
+    shown = [k for k in ("loss", "rewards/accuracies", "rewards/margins", "kl", "tokens_per_second",
+                         "eval/loss", "eval/rewards/accuracies", "eval/rewards/margins", "eval/kl") if k in metrics]
+    values = " ".join(f"{k}={metrics[k]:.4g}" for k in shown)
+    return f"[prefsweep {cfg.name}] step {step}/{cfg.train.max_steps} {values}"
 
 
 def _all_sum(value: int) -> float:

@@ -1,0 +1,109 @@
+"""Sweep verbs: run, resume, status, best, serve."""
+from __future__ import annotations
+
+import json
+
+from rich.table import Table
+
+from sweep.cli import _load, console, print_metrics
+
+
+def cmd_run(args) -> int:
+    from sweep.driver import StudyExistsError, start_study
+
+    cfg = _load(args)
+    try:
+        record = start_study(cfg, overwrite=args.overwrite)
+    except StudyExistsError as err:
+        console.print(f"[red]{err}[/red]")
+        return 2
+    return _print_outcome(record.name, cfg.storage.path)
+
+
+def cmd_resume(args) -> int:
+    from sweep.driver import resume_study
+
+    record = resume_study(args.name, args.storage)
+    return _print_outcome(record.name, args.storage)
+
+
+def _print_outcome(name: str, storage: str) -> int:
+    from sweep.service import study_status
+
+    status = study_status(name, storage)
+    print_trials(status)
+    if status["best"]:
+        print_metrics(f"best trial {status['best']['trial_id']}", status["best"]["metrics"])
+        return 0
+    console.print(f"[red]study {name} ended without a usable trial: {status['error']}[/red]")
+    return 1
+
+
+def print_trials(status: dict) -> None:
+    metric = status["metric"]["name"]
+    table = Table(title=f"study {status['name']}: {status['state']}, "
+                        f"{status['progress']['done']}/{status['progress']['total']} trials, by {metric}")
+    params = sorted({k for t in status["trials"] for k in t["params"]})
+    for column in ["trial", "state", metric, "evals", *params]:
+        table.add_column(column)
+    for t in status["trials"]:
+        value = "" if t["value"] is None else f"{t['value']:.4g}"
+        table.add_row(t["trial_id"], t["state"], value, f"{t['evaluations']}/{t['expected_evaluations']}",
+                      *[_fmt(t["params"].get(p)) for p in params])
+    console.print(table)
+    for t in status["trials"]:
+        if t["error"]:
+            console.print(f"[red]{t['trial_id']} failed:[/red] {t['error']}", highlight=False)
+
+
+def _fmt(value) -> str:
+    return "" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value))
+
+
+def cmd_status(args) -> int:
+    from sweep.service import study_status
+
+    status = study_status(args.name, args.storage)
+    if args.json:
+        print(json.dumps(status, indent=2, default=str))
+    else:
+        print_trials(status)
+    return 0
+
+
+def cmd_best(args) -> int:
+    from sweep.service import best_trial, export_best
+
+    _, best = best_trial(args.name, args.storage)
+    console.print(f"best trial {best['trial_id']} ({best['state']}): params {json.dumps(best['params'])}")
+    print_metrics("metrics", best["metrics"])
+    if args.export:
+        path = export_best(args.name, args.export, args.storage)
+        console.print(f"exported to {path} (load with AutoModelForCausalLM.from_pretrained)")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from api.server import serve
+
+    serve(host=args.host, port=args.port)
+    return 0
+
+
+def add_verbs(verb, add_config_args) -> None:
+    run = verb("run", cmd_run, "run a sweep (the main job; also the `ray job submit` entrypoint)")
+    add_config_args(run)
+    run.add_argument("--overwrite", action="store_true", help="replace an existing study of the same name")
+    resume = verb("resume", cmd_resume, "continue an interrupted study")
+    resume.add_argument("name")
+    status = verb("status", cmd_status, "trials, states, params, metric and progress of a study")
+    status.add_argument("name")
+    status.add_argument("--json", action="store_true")
+    best = verb("best", cmd_best, "the best trial; --export DIR writes it as an HF model")
+    best.add_argument("name")
+    best.add_argument("--export", metavar="DIR")
+    for sub in (resume, status, best):
+        sub.add_argument("--storage", default="runs", help="storage.path the study was run with")
+    serve = verb("serve", cmd_serve, "the REST service and web page")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)

@@ -1,0 +1,52 @@
+"""`prefsweep train CONFIG`: one Ray Train run with the config's fixed hyperparameters."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+
+from objectives.registry import get_objective
+from sweep import tracking
+from sweep.config import PrefsweepConfig
+from sweep.data import load_preference_data
+from sweep.raycluster import init_ray
+from sweep.trainer import build_trainer
+
+
+@dataclass
+class TrainOutcome:
+    metrics: dict[str, float]
+    checkpoint_path: str | None
+    mlflow_run_id: str
+    tracking_uri: str
+
+
+def run_training(cfg: PrefsweepConfig) -> TrainOutcome:
+    objective = get_objective(cfg.objective.name)
+    data = load_preference_data(cfg.data, paired=objective.paired, seed=cfg.train.seed)
+    uri = tracking.tracking_uri(cfg)
+    experiment_id = tracking.ensure_experiment(cfg, uri)
+    run_name = f"{cfg.name}-train-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_id = tracking.create_run(
+        uri, experiment_id, run_name,
+        tags={tracking.STUDY_TAG: cfg.name, tracking.KIND_TAG: "train"},
+        params=cfg.model_dump(mode="json"),
+    )
+    init_ray()
+    storage = str(Path(cfg.resolved_storage(), cfg.name)) if "://" not in cfg.resolved_storage() \
+        else f"{cfg.resolved_storage()}/{cfg.name}"
+    trainer = build_trainer(cfg, ray.put(data), run_name=run_name, storage_path=storage,
+                            mlflow={"tracking_uri": uri, "run_id": run_id})
+    try:
+        result = trainer.fit()
+    except Exception as exc:
+        tracking.set_tags(uri, run_id, {"prefsweep.error": f"{type(exc).__name__}: {exc}"[:5000]})
+        tracking.end_run(uri, run_id, "FAILED")
+        raise
+    checkpoint_path = result.checkpoint.path if result.checkpoint else None
+    tracking.set_tags(uri, run_id, {"prefsweep.checkpoint": checkpoint_path})
+    tracking.end_run(uri, run_id, "FINISHED")
+    metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
+    return TrainOutcome(metrics, checkpoint_path, run_id, uri)

@@ -1,0 +1,48 @@
+"""One Ray Train run (TorchTrainer) of the worker loop, shared by `prefsweep train` and
+by each sweep trial."""
+from __future__ import annotations
+
+from typing import Any
+
+import ray.train
+from ray.train.torch import TorchTrainer
+
+from objectives.worker import train_loop_per_worker
+from sweep.config import PrefsweepConfig
+
+
+def build_trainer(
+    cfg: PrefsweepConfig,
+    data: Any,
+    *,
+    run_name: str,
+    storage_path: str,
+    mlflow: dict[str, str] | None = None,
+    callbacks: list | None = None,
+    ref_cache: Any = None,
+) -> TorchTrainer:
+    """`data` is the loaded PreferenceData or an ObjectRef to it (workers on other nodes
+    fetch it from the object store, so nothing depends on the driver's disk)."""
+    resources = cfg.resources
+    per_worker = {"CPU": resources.cpus_per_worker}
+    if resources.use_gpu:
+        per_worker["GPU"] = 1
+    loop_config: dict[str, Any] = {"config": cfg.model_dump(mode="json"), "data": data, "ref_cache": ref_cache}
+    if mlflow:
+        loop_config.update(tracking_uri=mlflow["tracking_uri"], mlflow_run_id=mlflow["run_id"])
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=resources.num_workers, use_gpu=resources.use_gpu, resources_per_worker=per_worker
+        ),
+        run_config=ray.train.RunConfig(
+            name=run_name,
+            storage_path=storage_path,
+            callbacks=callbacks or [],
+            failure_config=ray.train.FailureConfig(max_failures=cfg.sweep.max_retries),
+            # The newest checkpoints: a restarted worker resumes from the latest, and the
+            # sweep ranks trials by their last reported metric.
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        ),
+    )

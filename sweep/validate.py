@@ -1,0 +1,37 @@
+"""`prefsweep validate`: config, data and tokenization checked without training."""
+from __future__ import annotations
+
+from statistics import mean
+from typing import Any
+
+from objectives.registry import get_objective
+from sweep.config import PrefsweepConfig
+from sweep.data import load_preference_data
+from sweep.models import load_tokenizer
+from sweep.tokenize import tokenize_completions, tokenize_pairs
+
+
+def validate(cfg: PrefsweepConfig) -> dict[str, Any]:
+    objectives = [get_objective(name) for name in cfg.objectives_in_play()]
+    paired = any(o.paired for o in objectives)
+    data = load_preference_data(cfg.data, paired=paired, seed=cfg.train.seed)
+    tokenizer = load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
+    limits = dict(max_length=cfg.data.max_length, max_prompt_length=cfg.data.max_prompt_length)
+    if data.paired:
+        rows = tokenize_pairs(data.train[:2000], tokenizer, **limits)
+        lengths = [len(r.prompt_ids) + max(len(r.chosen_ids), len(r.rejected_ids)) for r in rows]
+    else:
+        rows = tokenize_completions(data.train[:2000], tokenizer, **limits)
+        lengths = [len(r.prompt_ids) + len(r.completion_ids) for r in rows]
+    report: dict[str, Any] = {
+        "study": cfg.name,
+        "objective(s)": ", ".join(o.name for o in objectives),
+        "model": cfg.model.name_or_path,
+        **data.summary(),
+        "tokens per row (first 2000: mean / max)": f"{mean(lengths):.1f} / {max(lengths)}",
+        "rows at max_length": sum(n >= cfg.data.max_length for n in lengths),
+        "swept parameters": sorted(cfg.sweep.parameters),
+        "sweep": f"{cfg.sweep.method}, {cfg.sweep.num_trials} trials, metric {cfg.sweep.metric.name} "
+                 f"({cfg.sweep.metric.goal})",
+    }
+    return report
