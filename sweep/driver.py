@@ -1,0 +1,182 @@
+"""The sweep driver: Ray Tune (Optuna search, ASHA) over Ray Train trials.
+
+Ray Train V2 pattern (DESIGN.md): each Tune trial is a function that builds a TorchTrainer
+and calls `.fit()`; `TuneReportCallback` forwards the workers' reports to Tune. The driver
+owns the MLflow parent run; each trial owns its child run; rank-0 workers log step metrics.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+import ray
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from objectives.registry import get_objective
+from sweep import tracking
+from sweep.config import PrefsweepConfig
+from sweep.configio import config_with
+from sweep.data import load_preference_data
+from sweep.raycluster import init_ray
+from sweep.search_space import define_by_run, sampler_for, total_trials
+from sweep.study import StudyRecord, exists, join, load_record, optuna_url, study_dir
+from sweep.trainer import build_trainer
+
+
+class StudyExistsError(ValueError):
+    pass
+
+
+def evaluations_per_trial(cfg: PrefsweepConfig) -> int:
+    """Reports a full trial makes: every eval_every steps plus the last step."""
+    steps, every = cfg.train.max_steps, cfg.train.eval_every
+    return steps // every + (1 if steps % every else 0)
+
+
+def run_trial(params: dict[str, Any], *, study: dict[str, Any], data: Any) -> None:
+    """One Tune trial: a TorchTrainer run under a stable name, so a restarted trial resumes
+    from its last checkpoint (`ray.train.get_checkpoint()` in the workers)."""
+    trial_id = tune.get_context().get_trial_id()
+    cfg = config_with(PrefsweepConfig.model_validate(study["config"]), params)
+    uri, experiment_id, parent = study["tracking_uri"], study["experiment_id"], study["parent_run_id"]
+    tags = {tracking.PARENT_TAG: parent, tracking.TRIAL_TAG: trial_id}
+    run_id = tracking.find_run(uri, experiment_id, tags)  # a resumed trial keeps its child run
+    if run_id is None:
+        run_id = tracking.create_run(
+            uri, experiment_id, f"{cfg.name}-{trial_id}",
+            tags={**tags, tracking.STUDY_TAG: cfg.name, tracking.KIND_TAG: "trial"},
+            params={**cfg.model_dump(mode="json"), **{f"swept.{k}": v for k, v in params.items()}},
+        )
+    trainer = build_trainer(
+        cfg, ray.put(data), run_name=f"trial-{trial_id}", storage_path=join(study["dir"], "train"),
+        mlflow={"tracking_uri": uri, "run_id": run_id}, callbacks=[TuneReportCallback()],
+    )
+    try:
+        trainer.fit()
+    except Exception as exc:
+        tracking.set_tags(uri, run_id, {"prefsweep.state": "failed", "prefsweep.error": _short_error(exc)})
+        tracking.end_run(uri, run_id, "FAILED")
+        raise
+    tracking.set_tags(uri, run_id, {"prefsweep.state": "finished"})
+    tracking.end_run(uri, run_id, "FINISHED")
+
+
+def _short_error(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text[-4000:]
+
+
+def _scheduler(cfg: PrefsweepConfig):
+    early = cfg.sweep.early_terminate
+    if early is None:
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr="training_iteration",  # one iteration = one evaluation report
+        max_t=max(evaluations_per_trial(cfg), early.grace_period),
+        grace_period=early.grace_period,
+        reduction_factor=early.reduction_factor,
+    )
+
+
+def _trainable(record: StudyRecord, data: Any):
+    study = {**record.__dict__, "dir": study_dir(record.cfg.resolved_storage(), record.name)}
+    # The trial function only waits on its TorchTrainer; the workers hold the CPUs/GPUs.
+    return tune.with_resources(tune.with_parameters(run_trial, study=study, data=data), {"CPU": 0})
+
+
+def _searcher(cfg: PrefsweepConfig, url: str) -> OptunaSearch:
+    return OptunaSearch(
+        space=define_by_run(cfg.sweep),
+        metric=cfg.sweep.metric.name,
+        mode=cfg.sweep.metric.mode,
+        sampler=sampler_for(cfg.sweep),
+        storage=optuna.storages.RDBStorage(url),
+        study_name=cfg.name,
+    )
+
+
+def _load_data(cfg: PrefsweepConfig):
+    paired = any(get_objective(n).paired for n in cfg.objectives_in_play())
+    return load_preference_data(cfg.data, paired=paired, seed=cfg.train.seed)
+
+
+def start_study(cfg: PrefsweepConfig, *, overwrite: bool = False, progress: list | None = None) -> StudyRecord:
+    """Validate everything, then run the sweep to the end. Raises before any trial starts
+    on a bad config or bad data."""
+    storage = cfg.resolved_storage()
+    if exists(storage, cfg.name) and not overwrite:
+        raise StudyExistsError(
+            f"study {cfg.name!r} already exists under {storage}: `prefsweep resume {cfg.name}` continues it, "
+            "--set name=NEW starts another, --overwrite replaces it"
+        )
+    data = _load_data(cfg)
+    url = optuna_url(cfg)
+    if overwrite:
+        _forget(cfg, url)
+    uri = tracking.tracking_uri(cfg)
+    experiment_id = tracking.ensure_experiment(cfg, uri)
+    parent = tracking.create_run(
+        uri, experiment_id, cfg.name, tags={tracking.STUDY_TAG: cfg.name, tracking.KIND_TAG: "study"},
+        params=cfg.model_dump(mode="json"),
+    )
+    record = StudyRecord(name=cfg.name, config=cfg.model_dump(mode="json"), tracking_uri=uri,
+                         experiment_id=experiment_id, parent_run_id=parent, optuna_url=url)
+    record.save(storage)
+    init_ray()
+    tuner = tune.Tuner(
+        _trainable(record, data),
+        tune_config=tune.TuneConfig(
+            metric=cfg.sweep.metric.name, mode=cfg.sweep.metric.mode,
+            search_alg=_searcher(cfg, url), scheduler=_scheduler(cfg),
+            num_samples=total_trials(cfg.sweep), max_concurrent_trials=cfg.sweep.max_concurrent_trials,
+        ),
+        run_config=tune.RunConfig(
+            name=cfg.name, storage_path=storage, callbacks=progress or [],
+            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+        ),
+    )
+    return _finish(record, tuner)
+
+
+def resume_study(name: str, storage: str = "runs", progress: list | None = None) -> StudyRecord:
+    record = load_record(name, storage)
+    cfg = record.cfg
+    if record.state == "finished":
+        return record
+    data = _load_data(cfg)
+    init_ray()
+    tuner = tune.Tuner.restore(
+        study_dir(cfg.resolved_storage(), name), trainable=_trainable(record, data),
+        resume_unfinished=True, resume_errored=False, restart_errored=False,
+    )
+    return _finish(record, tuner)
+
+
+def _finish(record: StudyRecord, tuner: tune.Tuner) -> StudyRecord:
+    from sweep.results import summarize_study
+
+    cfg = record.cfg
+    try:
+        tuner.fit()
+    except BaseException as exc:
+        record.state, record.error = "interrupted", _short_error(exc)
+        record.save(cfg.resolved_storage())
+        raise
+    return summarize_study(record)
+
+
+def _forget(cfg: PrefsweepConfig, url: str) -> None:
+    """--overwrite: drop the old Optuna study (study names are unique per storage)."""
+    try:
+        optuna.delete_study(study_name=cfg.name, storage=url)
+    except KeyError:
+        pass
+    import shutil
+
+    path = study_dir(cfg.resolved_storage(), cfg.name)
+    if "://" not in path:
+        shutil.rmtree(path, ignore_errors=True)
+

@@ -1,0 +1,152 @@
+"""Reading a study's trials back (from Tune's experiment state on storage) and closing a
+study: trial states in MLflow, best-trial summary on the parent run, the `champion` model."""
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sweep import tracking
+from sweep.config import PrefsweepConfig
+from sweep.configio import config_with, dump_yaml
+from sweep.study import StudyRecord, study_dir
+
+CHAMPION_ALIAS = "champion"
+
+
+@dataclass
+class TrialRow:
+    trial_id: str
+    state: str  # pending | running | finished | stopped (early, by ASHA) | failed | interrupted
+    params: dict[str, Any]
+    value: float | None
+    evaluations: int
+    expected_evaluations: int
+    step: int
+    checkpoint_path: str | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _expected(cfg: PrefsweepConfig, params: dict[str, Any]) -> int:
+    from sweep.driver import evaluations_per_trial
+
+    try:
+        return evaluations_per_trial(config_with(cfg, params))
+    except Exception:
+        return evaluations_per_trial(cfg)
+
+
+def _error_text(trial) -> str | None:
+    path = trial.error_file
+    if path and Path(path).is_file():
+        lines = [ln for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
+        return "\n".join(lines[-3:])[-2000:]
+    return None
+
+
+def trial_rows(record: StudyRecord) -> list[TrialRow]:
+    from ray.tune import ExperimentAnalysis
+
+    cfg = record.cfg
+    metric = cfg.sweep.metric.name
+    try:
+        analysis = ExperimentAnalysis(study_dir(cfg.resolved_storage(), record.name))
+    except (ValueError, FileNotFoundError, OSError):
+        return []  # no trial has started yet
+    rows = []
+    for trial in analysis.trials:
+        last = trial.last_result or {}
+        params = {k: v for k, v in (trial.config or {}).items()}
+        evaluations = int(last.get("training_iteration", 0) or 0)
+        expected = _expected(cfg, params)
+        state = {"PENDING": "pending", "RUNNING": "running", "PAUSED": "pending", "ERROR": "failed"}.get(
+            trial.status, "finished"
+        )
+        if state == "finished" and evaluations < expected:
+            state = "stopped"
+        if state == "running" and record.state in ("interrupted", "finished", "failed"):
+            state = "interrupted"
+        value = last.get(metric)
+        rows.append(TrialRow(
+            trial_id=trial.trial_id, state=state, params=params,
+            value=float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None,
+            evaluations=evaluations, expected_evaluations=expected, step=int(last.get("step", 0) or 0),
+            checkpoint_path=last.get("checkpoint_path"),
+            metrics={k: float(v) for k, v in last.items()
+                     if isinstance(v, (int, float)) and "/" in k or k in ("loss", "tokens_per_second")},
+            error=_error_text(trial) if state == "failed" else None,
+        ))
+    return rows
+
+
+def sort_rows(rows: list[TrialRow], cfg: PrefsweepConfig) -> list[TrialRow]:
+    sign = -1 if cfg.sweep.metric.goal == "maximize" else 1
+    return sorted(rows, key=lambda r: (r.value is None, sign * (r.value or 0.0)))
+
+
+def best_row(rows: list[TrialRow], cfg: PrefsweepConfig) -> TrialRow | None:
+    scored = [r for r in rows if r.value is not None and r.checkpoint_path]
+    return sort_rows(scored, cfg)[0] if scored else None
+
+
+def summarize_study(record: StudyRecord) -> StudyRecord:
+    cfg = record.cfg
+    rows = trial_rows(record)
+    uri = record.tracking_uri
+    for row in rows:
+        run_id = tracking.find_run(uri, record.experiment_id,
+                                   {tracking.PARENT_TAG: record.parent_run_id, tracking.TRIAL_TAG: row.trial_id})
+        if run_id and row.state == "stopped":
+            tracking.set_tags(uri, run_id, {"prefsweep.state": "stopped",
+                                            "prefsweep.stopped_after_evaluations": row.evaluations})
+            tracking.end_run(uri, run_id, "KILLED")
+    best = best_row(rows, cfg)
+    client = tracking.client_for(uri)
+    client.log_text(record.parent_run_id, dump_yaml(cfg), "config.yaml")
+    counts = {s: sum(r.state == s for r in rows) for s in ("finished", "stopped", "failed")}
+    tracking.set_tags(uri, record.parent_run_id, {f"prefsweep.trials_{k}": v for k, v in counts.items()})
+    if best is not None:
+        record.best = best.as_dict()
+        tracking.log_metrics(uri, record.parent_run_id,
+                             {f"best/{k}": v for k, v in best.metrics.items()})
+        tracking.set_tags(uri, record.parent_run_id, {
+            "prefsweep.best_trial": best.trial_id, "prefsweep.best_checkpoint": best.checkpoint_path,
+            **{f"best.{k}": v for k, v in best.params.items()},
+        })
+        record.best["registered_version"] = register_champion(record, best)
+    record.state = "finished" if best is not None or not rows else "failed"
+    if best is None and rows:
+        record.error = "no trial reported the sweep metric"
+    tracking.end_run(uri, record.parent_run_id, "FINISHED" if record.state == "finished" else "FAILED")
+    record.save(cfg.resolved_storage())
+    return record
+
+
+def register_champion(record: StudyRecord, best: TrialRow) -> str | None:
+    """Log the best trial's exported model to its child run and register it with the
+    `champion` alias, linked to that run."""
+    from sweep.export import export_checkpoint
+
+    uri = record.tracking_uri
+    run_id = tracking.find_run(uri, record.experiment_id,
+                               {tracking.PARENT_TAG: record.parent_run_id, tracking.TRIAL_TAG: best.trial_id})
+    if run_id is None:
+        return None
+    client = tracking.client_for(uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        export_checkpoint(best.checkpoint_path, tmp, config_with(record.cfg, best.params), best.metrics)
+        client.log_artifacts(run_id, tmp, "model")
+    name = record.name
+    if not client.search_registered_models(filter_string=f"name = '{name}'"):
+        client.create_registered_model(name, description=f"prefsweep study {name}: best trial per sweep")
+    artifact_uri = client.get_run(run_id).info.artifact_uri
+    version = client.create_model_version(name, source=f"{artifact_uri}/model", run_id=run_id,
+                                          tags={"prefsweep.trial_id": best.trial_id})
+    client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
+    return str(version.version)

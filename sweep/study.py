@@ -1,0 +1,93 @@
+"""Where a study lives and what it records about itself.
+
+Layout under `storage.path`:  NAME/             Tune experiment (trial state, results)
+                               NAME/train/       one Ray Train run per trial (checkpoints)
+                               NAME/study.json   config, MLflow ids, state (read by status/best/API)
+                               optuna.db, mlflow.db, mlartifacts/   SQLite defaults, shared by studies
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from sweep.config import PrefsweepConfig, resolve_storage_path
+
+STUDY_FILE = "study.json"
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts])
+
+
+def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
+    """pyarrow filesystem + path inside it, for local dirs and s3:// gs:// URIs alike (as Ray does)."""
+    if "://" in path:
+        return pafs.FileSystem.from_uri(path)
+    return pafs.LocalFileSystem(), path
+
+
+def read_text(path: str) -> str | None:
+    fs, inner = filesystem(path)
+    if fs.get_file_info(inner).type == pafs.FileType.NotFound:
+        return None
+    with fs.open_input_stream(inner) as stream:
+        return stream.read().decode()
+
+
+def write_text(path: str, text: str) -> None:
+    fs, inner = filesystem(path)
+    fs.create_dir(inner.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(inner) as stream:
+        stream.write(text.encode())
+
+
+def optuna_url(cfg: PrefsweepConfig) -> str:
+    if cfg.storage.optuna_url:
+        return cfg.storage.optuna_url
+    storage = cfg.resolved_storage()
+    if "://" in storage:
+        raise ValueError("storage.optuna_url: storage.path is a URI, so give a database URL for Optuna")
+    return f"sqlite:///{storage}/optuna.db"
+
+
+@dataclass
+class StudyRecord:
+    name: str
+    config: dict[str, Any]
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    optuna_url: str
+    state: str = "running"  # running | finished | failed | interrupted
+    created: float = field(default_factory=time.time)
+    updated: float = field(default_factory=time.time)
+    best: dict[str, Any] | None = None
+    error: str | None = None
+
+    @property
+    def cfg(self) -> PrefsweepConfig:
+        return PrefsweepConfig.model_validate(self.config)
+
+    def save(self, storage: str) -> None:
+        self.updated = time.time()
+        write_text(join(storage, self.name, STUDY_FILE), json.dumps(asdict(self), indent=2, default=str))
+
+
+def study_dir(storage: str, name: str) -> str:
+    return join(storage, name)
+
+
+def load_record(name: str, storage: str = "runs") -> StudyRecord:
+    storage = resolve_storage_path(storage)
+    text = read_text(join(storage, name, STUDY_FILE))
+    if text is None:
+        raise FileNotFoundError(f"no study {name!r} under {storage} (looked for {join(storage, name, STUDY_FILE)})")
+    return StudyRecord(**json.loads(text))
+
+
+def exists(storage: str, name: str) -> bool:
+    return read_text(join(storage, name, STUDY_FILE)) is not None
