@@ -1,0 +1,78 @@
+"""The real-Ray tier: one local Ray head (with dashboard) per test session, started with
+`ray start --head` in a temp dir outside the repo and stopped at the end, even on failure.
+Tests drive the `prefsweep` CLI in subprocesses, as users and `ray job submit` do."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_processes_under(temp: str) -> None:
+    """Stop exactly the Ray processes of this cluster (their command lines name its temp
+    dir); a machine-wide `ray stop` would also kill clusters that are not ours."""
+    import psutil
+
+    ours = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(temp in part for part in proc.info["cmdline"] or []):
+                ours.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    for proc in ours:
+        proc.terminate()
+    _, alive = psutil.wait_procs(ours, timeout=10)
+    for proc in alive:
+        proc.kill()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    temp = tempfile.mkdtemp(prefix="psr-", dir="/tmp")  # short: Ray's socket paths must fit 107 chars
+    port, dash = free_port(), free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    subprocess.run(
+        [str(BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=2", f"--temp-dir={temp}",
+         "--include-dashboard=true", f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--disable-usage-stats"],
+        check=True, env=env, capture_output=True, text=True,
+    )
+    address = f"127.0.0.1:{port}"
+    try:
+        yield {"address": address, "dashboard": f"http://127.0.0.1:{dash}", "temp": temp}
+    finally:
+        stop_processes_under(temp)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture
+def cli(ray_cluster, tmp_path):
+    """Run `prefsweep ...` against the session cluster; returns CompletedProcess."""
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster["address"], "RAY_USAGE_STATS_ENABLED": "0",
+           "PYTHONUNBUFFERED": "1"}
+
+    def run(*args: str, check: bool = True, timeout: int = 600, **kwargs):
+        proc = subprocess.run([str(BIN / "prefsweep"), *args], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=timeout, **kwargs)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"prefsweep {' '.join(args)} exited {proc.returncode}\n"
+                                 f"--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}")
+        return proc
+
+    run.env = env
+    return run
