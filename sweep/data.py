@@ -32,6 +32,8 @@ __all__ = [
     "load_preference_data",
     "read_rows",
     "rename_columns",
+    "split_eval",
+    "unpair",
 ]
 
 logger = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ _REJECT = {"0", "false", "reject", "rejected", "bad"}
 class DataError(ValueError):
     """A data problem located as precisely as known: source, 0-based row, column."""
 
-    def __init__(self, source: str, message: str, *, row: int | None = None, column: str | None = None):
+    def __init__(self, source: str, message: str, row: int | None = None, column: str | None = None):
         self.source = source
         self.row = row
         self.column = column
@@ -38,6 +38,9 @@ class DataError(ValueError):
         if column is not None:
             where.append(f"column {column!r}")
         super().__init__(f"{where[0]}: {', '.join(where[1:])}: {message}" if len(where) > 1 else f"{source}: {message}")
+
+    def __reduce__(self):  # Ray and multiprocessing pickle errors raised in workers
+        return (self.__class__, (self.source, self.message, self.row, self.column))
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ from sweep.formats import LabeledCompletion, PreferencePair
 
 logger = logging.getLogger(__name__)
 
+_BATCH = 1024
+
 
 @dataclass(frozen=True)
 class TokenizedPair:
@@ -68,15 +70,24 @@ def common_prefix_length(ids: list[int], other_ids: list[int]) -> int:
     return length
 
 
-def _ids(tokenizer, value: str | list[dict], *, add_generation_prompt: bool = False) -> list[int]:
-    if isinstance(value, list):
-        if getattr(tokenizer, "chat_template", None) is None:
-            raise ValueError("conversational data needs a tokenizer with a chat_template")
-        encoded = tokenizer.apply_chat_template(
-            value, tokenize=True, return_dict=True, add_generation_prompt=add_generation_prompt
-        )
-        return list(encoded["input_ids"])
-    return list(tokenizer(value)["input_ids"])
+def _encode(tokenizer, values: list[str | list[dict]], *, add_generation_prompt: bool = False) -> list[list[int]]:
+    """Token ids per value: texts in one batch call (same ids as one call each, much faster),
+    message lists through the chat template."""
+    out: list[list[int]] = [[] for _ in values]
+    text_positions = [i for i, value in enumerate(values) if not isinstance(value, list)]
+    if text_positions:
+        encoded = tokenizer([values[i] for i in text_positions])["input_ids"]
+        for i, ids in zip(text_positions, encoded):
+            out[i] = list(ids)
+    for i, value in enumerate(values):
+        if isinstance(value, list):
+            if getattr(tokenizer, "chat_template", None) is None:
+                raise ValueError("conversational data needs a tokenizer with a chat_template")
+            encoded = tokenizer.apply_chat_template(
+                value, tokenize=True, return_dict=True, add_generation_prompt=add_generation_prompt
+            )
+            out[i] = list(encoded["input_ids"])
+    return out
 
 
 def _with_eos(completion: str | list[dict], tokenizer) -> str | list[dict]:
@@ -86,14 +97,30 @@ def _with_eos(completion: str | list[dict], tokenizer) -> str | list[dict]:
     return completion + eos
 
 
-def _split(tokenizer, prompt, completions: list) -> tuple[list[int], list[list[int]], bool]:
-    """Prompt ids and completion ids at the TRL boundary; flag if the boundary moved into the prompt."""
-    if isinstance(prompt, list) != all(isinstance(c, list) for c in completions):
-        raise ValueError("prompt and completions must all be text or all be message lists")
-    prompt_ids = _ids(tokenizer, prompt, add_generation_prompt=isinstance(prompt, list))
-    full_ids = [_ids(tokenizer, prompt + _with_eos(c, tokenizer)) for c in completions]
-    boundary = min(common_prefix_length(prompt_ids, ids) for ids in full_ids)
-    return prompt_ids[:boundary], [ids[boundary:] for ids in full_ids], boundary < len(prompt_ids)
+def _tokenize_rows(
+    tokenizer, prompts: list, completions: list[list], max_length: int, max_prompt_length: int
+) -> list[tuple[list[int], list[list[int]]]]:
+    """(prompt_ids, [completion_ids, ...]) per row, split at the TRL boundary, then truncated."""
+    if max_length < 2 or max_prompt_length < 1:
+        raise ValueError(f"need max_length >= 2 and max_prompt_length >= 1, got {max_length}, {max_prompt_length}")
+    for prompt, row_completions in zip(prompts, completions):
+        if not all(isinstance(c, list) == isinstance(prompt, list) for c in row_completions):
+            raise ValueError("a row's prompt and completions must all be text or all be message lists")
+    counts = _Truncations()
+    out = []
+    for start in range(0, len(prompts), _BATCH):
+        chunk_prompts, chunk_completions = prompts[start:start + _BATCH], completions[start:start + _BATCH]
+        prompt_ids = _encode(tokenizer, chunk_prompts, add_generation_prompt=True)
+        full = iter(_encode(tokenizer, [p + _with_eos(c, tokenizer)
+                                        for p, cs in zip(chunk_prompts, chunk_completions) for c in cs]))
+        for row_prompt_ids, row_completions in zip(prompt_ids, chunk_completions):
+            row_full = [next(full) for _ in row_completions]
+            boundary = min(common_prefix_length(row_prompt_ids, ids) for ids in row_full)
+            counts.boundary_mismatches += boundary < len(row_prompt_ids)
+            out.append(_truncate(row_prompt_ids[:boundary], [ids[boundary:] for ids in row_full],
+                                 max_length, max_prompt_length, counts))
+    counts.log(len(out))
+    return out
 
 
 def _truncate(
@@ -114,38 +141,20 @@ def _truncate(
     return prompt_ids, cut
 
 
-def _check_lengths(max_length: int, max_prompt_length: int) -> None:
-    if max_length < 2 or max_prompt_length < 1:
-        raise ValueError(f"need max_length >= 2 and max_prompt_length >= 1, got {max_length}, {max_prompt_length}")
-
-
 def tokenize_pairs(
     pairs: Iterable[PreferencePair], tokenizer, *, max_length: int, max_prompt_length: int
 ) -> list[TokenizedPair]:
-    _check_lengths(max_length, max_prompt_length)
-    counts = _Truncations()
-    out = []
-    for pair in pairs:
-        prompt_ids, (chosen_ids, rejected_ids), moved = _split(tokenizer, pair.prompt, [pair.chosen, pair.rejected])
-        counts.boundary_mismatches += moved
-        prompt_ids, (chosen_ids, rejected_ids) = _truncate(
-            prompt_ids, [chosen_ids, rejected_ids], max_length, max_prompt_length, counts
-        )
-        out.append(TokenizedPair(prompt_ids, chosen_ids, rejected_ids))
-    counts.log(len(out))
-    return out
+    pairs = list(pairs)
+    rows = _tokenize_rows(tokenizer, [p.prompt for p in pairs], [[p.chosen, p.rejected] for p in pairs],
+                          max_length, max_prompt_length)
+    return [TokenizedPair(prompt_ids, chosen_ids, rejected_ids) for prompt_ids, (chosen_ids, rejected_ids) in rows]
 
 
 def tokenize_completions(
     rows: Iterable[LabeledCompletion], tokenizer, *, max_length: int, max_prompt_length: int
 ) -> list[TokenizedCompletion]:
-    _check_lengths(max_length, max_prompt_length)
-    counts = _Truncations()
-    out = []
-    for row in rows:
-        prompt_ids, (completion_ids,), moved = _split(tokenizer, row.prompt, [row.completion])
-        counts.boundary_mismatches += moved
-        prompt_ids, (completion_ids,) = _truncate(prompt_ids, [completion_ids], max_length, max_prompt_length, counts)
-        out.append(TokenizedCompletion(prompt_ids, completion_ids, row.accepted))
-    counts.log(len(out))
-    return out
+    rows = list(rows)
+    tokenized = _tokenize_rows(tokenizer, [r.prompt for r in rows], [[r.completion] for r in rows],
+                               max_length, max_prompt_length)
+    return [TokenizedCompletion(prompt_ids, completion_ids, row.accepted)
+            for (prompt_ids, (completion_ids,)), row in zip(tokenized, rows)]
