@@ -97,10 +97,10 @@ def dpo(logps: PairedLogps, params: ObjectiveConfig) -> LossOutput:
     loss_i = -(1-ls) log sigmoid(beta*h_i) - ls log sigmoid(-beta*h_i),
     h_i = (chosen_i - ref_chosen_i) - (rejected_i - ref_rejected_i).
 
-    TRL 1.16 ``trl/trainer/dpo_trainer.py`` (loss_type="sigmoid") is the ls = 0 case: since TRL 1.0
-    its sigmoid loss ignores ``label_smoothing`` (kept only for robust/EXO). We keep the cDPO term
-    of the reference implementation and of earlier TRL because the config documents
-    label_smoothing for DPO; at the default ls = 0 the loss equals TRL's.
+    TRL 1.16 ``trl/trainer/dpo_trainer.py`` (loss_type="sigmoid") is the ls = 0 case: its sigmoid
+    loss ignores ``label_smoothing``, which DPOConfig now documents for robust DPO and EXO only.
+    We keep the cDPO term of the reference implementation (and of older TRL releases) because
+    our config documents label_smoothing for DPO; at the default ls = 0 the loss equals TRL's.
     """
     chosen_rewards, rejected_rewards = _dpo_rewards(logps, params, "dpo")
     losses = _conservative_sigmoid(chosen_rewards - rejected_rewards, params.label_smoothing)
@@ -192,8 +192,9 @@ def simpo(logps: PairedLogps, params: ObjectiveConfig) -> LossOutput:
     As TRL 1.16 ``trl/experimental/cpo/cpo_trainer.py`` with loss_type="simpo", simpo_gamma =
     ``gamma`` (TRL divides it by beta and multiplies back, so gamma is the paper's absolute
     margin), and cpo_alpha = 0: the SimPO paper has no NLL term. TRL's CPOConfig defaults
-    cpo_alpha to 1.0, which is CPO's behaviour-cloning regulariser, and its docs tell SimPO users
-    to set it to 0; with it at 0 TRL's ``nll_loss`` metric is a constant 0, so we do not report it.
+    cpo_alpha to 1.0, which is CPO's behaviour-cloning regulariser, and its CPO trainer docs tell
+    SimPO users to set ``cpo_alpha=0``; TRL's ``nll_loss`` metric is then a constant 0, so we do not
+    report it.
 
     Metrics as TRL's CPO trainer logs them: rewards are beta times the *length-averaged* log-probs
     and ``logps/chosen`` / ``logps/rejected`` are the length-averaged log-probs too (not sums).
@@ -208,11 +209,16 @@ def simpo(logps: PairedLogps, params: ObjectiveConfig) -> LossOutput:
 def _log1mexp(x: Tensor) -> Tensor:
     """log(1 - exp(x)) for x < 0, switching at -ln 2 to avoid cancellation (Maechler 2012).
 
-    Same branches as TRL's ORPO ``log1mexp``. x is kept strictly below 0: a completion whose
-    every token has probability 1 in float32 would otherwise give log(0) and a NaN gradient.
+    Same values as TRL's ORPO ``log1mexp``, two guards added. x is kept strictly below 0: a
+    completion whose every token has probability 1 would otherwise give log(0). And each branch
+    only sees inputs on its own side of -ln 2: ``torch.where`` differentiates both branches, and
+    log1p(-exp(x)) at x ~ 0 is -inf, whose gradient times 0 is NaN.
     """
+    threshold = -0.6931471805599453
     x = x.clamp(max=-torch.finfo(x.dtype).tiny)
-    return torch.where(x < -0.6931471805599453, torch.log1p(-torch.exp(x)), torch.log(-torch.expm1(x)))
+    far = x < threshold
+    x_far, x_near = torch.where(far, x, threshold), torch.where(far, threshold, x)
+    return torch.where(far, torch.log1p(-torch.exp(x_far)), torch.log(-torch.expm1(x_near)))
 
 
 @register(

@@ -9,9 +9,9 @@ All inputs are ``[B]`` tensors (B = rows, accepted and rejected mixed in any ord
 
 Metrics over one label set (``rewards/chosen``, ``logps/accepted``...) are the mean over that
 set's rows. When a batch has no row of a set, the metrics of that set (and the margins, which
-need both) are left out of ``metrics`` rather than reported as NaN. That is what TRL's KTO
-trainer does (it appends nothing for such a batch), and it keeps a running mean over batches
-finite; callers averaging metrics across batches must therefore average per key.
+need both) are NaN, never left out: every batch, and every DDP rank, then reports the same
+names, which ``objectives.metrics.MetricAccumulator`` all-reduces as one vector, skipping the
+NaNs. The effect is TRL's KTO trainer's, which logs nothing for a set absent from a batch.
 """
 from __future__ import annotations
 
@@ -31,11 +31,9 @@ if TYPE_CHECKING:  # sweep.config imports the registry; a runtime import here wo
 MAX_LOG_RATIO = 20.0
 
 
-def _per_set_means(values: Tensor, accepted: Tensor) -> tuple[Tensor | None, Tensor | None]:
-    """Means of ``values`` over the accepted rows and over the rejected rows; None for an empty set."""
-    accepted_mean = detached_mean(values[accepted]) if accepted.any() else None
-    rejected_mean = detached_mean(values[~accepted]) if (~accepted).any() else None
-    return accepted_mean, rejected_mean
+def _per_set_means(values: Tensor, accepted: Tensor) -> tuple[Tensor, Tensor]:
+    """Detached means of ``values`` over the accepted rows and over the rejected rows (NaN if empty)."""
+    return detached_mean(values[accepted]), detached_mean(values[~accepted])
 
 
 @register(
@@ -64,8 +62,8 @@ def kto(logps: UnpairedLogps, params: ObjectiveConfig) -> LossOutput:
     Metrics as TRL logs them: ``kl`` = z; ``rewards/chosen`` = mean over accepted rows of
     beta*r_i, ``logps/chosen`` = mean over accepted rows of logps_i (likewise ``*/rejected``);
     ``rewards/margins`` = rewards/chosen - rewards/rejected. TRL's KTO reports no
-    ``rewards/accuracies`` (there are no pairs to compare). A set absent from the batch leaves
-    its metrics out, see the module docstring.
+    ``rewards/accuracies`` (there are no pairs to compare). A set absent from the batch makes
+    its metrics (and the margins) NaN, see the module docstring.
     """
     if logps.ref_logps is None:
         raise ValueError("kto needs reference log-probs (ref_logps)")
@@ -80,17 +78,16 @@ def kto(logps: UnpairedLogps, params: ObjectiveConfig) -> LossOutput:
         params.undesirable_weight * (1.0 - torch.sigmoid(params.beta * (kl - logratios))),
     )
 
-    metrics: dict[str, Tensor] = {"kl": kl.float()}
     chosen_reward, rejected_reward = _per_set_means(params.beta * logratios, accepted)
     chosen_logps, rejected_logps = _per_set_means(logps.logps, accepted)
-    if chosen_reward is not None:
-        metrics["rewards/chosen"] = chosen_reward
-        metrics["logps/chosen"] = chosen_logps
-    if rejected_reward is not None:
-        metrics["rewards/rejected"] = rejected_reward
-        metrics["logps/rejected"] = rejected_logps
-    if chosen_reward is not None and rejected_reward is not None:
-        metrics["rewards/margins"] = chosen_reward - rejected_reward
+    metrics = {
+        "kl": kl.float(),
+        "rewards/chosen": chosen_reward,
+        "rewards/rejected": rejected_reward,
+        "rewards/margins": chosen_reward - rejected_reward,
+        "logps/chosen": chosen_logps,
+        "logps/rejected": rejected_logps,
+    }
     return LossOutput(losses, metrics)
 
 
@@ -102,7 +99,8 @@ def _pmpo_kl_rows(logps: UnpairedLogps, params: ObjectiveConfig) -> Tensor | Non
         return None
     # Schulman's k3 estimator of KL(q || p) with q = pi_ref, p = pi and r = p/q
     # (http://joschu.net/blog/kl-approx.html): (r - 1) - log r is >= 0 for every row, unlike
-    # the plain -log r, and it is unbiased when the completions are drawn from pi_ref. Only the
+    # the plain -log r. It is unbiased for completions drawn from pi_ref; dataset completions
+    # make it an approximation, the price of working from cached reference log-probs. Only the
     # upper side needs a clamp: for very negative log r, exp(log r) just underflows to 0.
     log_ratio = (logps.logps - logps.ref_logps).clamp(max=MAX_LOG_RATIO)
     return torch.expm1(log_ratio) - log_ratio
@@ -130,8 +128,9 @@ def pmpo(logps: UnpairedLogps, params: ObjectiveConfig) -> LossOutput:
     The seed project this replaces averaged a single cross-entropy over the whole batch, so an
     accepted row's weight depended on how many rejected rows shared its batch, and it penalised
     KL(pi || pi_ref). Both are wrong for PMPO: the paper weighs each set by its own expectation,
-    and its regulariser is KL(pi_ref || pi), which keeps the policy's mass wherever the
-    reference has it, what stops the rejected-only term from collapsing the policy.
+    and its regulariser is KL(pi_ref || pi). That direction is mass-covering: it penalises the
+    policy for dropping any completion the reference produces, which is what keeps the
+    rejected term (push log pi down, unbounded) from collapsing the policy.
 
     The KL term, per ``params.kl_estimator``:
       ``exact``:  ``logps.exact_kl``, per sequence the sum over completion tokens of the
@@ -141,11 +140,11 @@ def pmpo(logps: UnpairedLogps, params: ObjectiveConfig) -> LossOutput:
       ``sample``: Schulman's k3 estimate from ref_logps (see ``_pmpo_kl_rows``); works from
                   cached reference log-probs.
     With beta == 0 there is no KL term: the worker may then skip the reference model entirely
-    (ref_logps / exact_kl None) and the ``kl`` metric is left out; when they are given anyway,
+    (ref_logps / exact_kl None) and the ``kl`` metric is NaN; when they are given anyway,
     ``kl`` is still reported.
 
     Metrics: ``logps/accepted`` / ``logps/rejected``, means of the summed log-probs over each set
-    (left out when the set is empty), and ``kl``, the mean KL estimate. No ``rewards/*``: PMPO has
+    (NaN when the set is empty), and ``kl``, the mean KL estimate. No ``rewards/*``: PMPO has
     no implicit reward.
     """
     accepted = logps.accepted.bool()
@@ -167,12 +166,10 @@ def pmpo(logps: UnpairedLogps, params: ObjectiveConfig) -> LossOutput:
             raise ValueError(f"pmpo with beta > 0 and kl_estimator={params.kl_estimator!r} needs {needed}")
         losses = losses + params.beta * kl_rows
 
-    metrics: dict[str, Tensor] = {}
     accepted_logps, rejected_logps = _per_set_means(logps.logps, accepted)
-    if accepted_logps is not None:
-        metrics["logps/accepted"] = accepted_logps
-    if rejected_logps is not None:
-        metrics["logps/rejected"] = rejected_logps
-    if kl_rows is not None:
-        metrics["kl"] = detached_mean(kl_rows)
+    metrics = {
+        "logps/accepted": accepted_logps,
+        "logps/rejected": rejected_logps,
+        "kl": detached_mean(kl_rows) if kl_rows is not None else torch.tensor(float("nan")),
+    }
     return LossOutput(losses, metrics)

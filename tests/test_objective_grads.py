@@ -1,4 +1,6 @@
-"""Gradient directions of the preference objectives: what each loss pushes up and down.
+"""Gradients of the preference objectives: what each loss pushes up and down, and that losses
+and gradients stay finite on degenerate inputs (empty completions, certain tokens, runaway
+log-ratios).
 
 Minimising the loss moves a log-prob against its gradient, so "pushed up" is a negative
 gradient of the batch loss w.r.t. that log-prob and "pushed down" a positive one.
@@ -147,3 +149,64 @@ def test_pmpo_exact_kl_carries_its_gradient():
     logps = unpaired(ref_logps=None, exact_kl=exact)
     unpaired_grad("pmpo", logps, beta=0.4, alpha=0.5, kl_estimator="exact")
     assert torch.allclose(exact.grad, torch.full((5,), 0.4 / 5, dtype=torch.float64))
+
+
+# ---------------------------------------------------------------------------------------------
+# Degenerate and missing inputs
+
+
+@pytest.mark.parametrize("name", ["dpo", "ipo", "hinge", "robust"])
+def test_reference_objectives_refuse_missing_reference(name):
+    logps = PairedLogps(chosen=leaf([-5.0]), rejected=leaf([-7.0]),
+                        chosen_tokens=torch.tensor([3]), rejected_tokens=torch.tensor([2]))
+    with pytest.raises(ValueError, match="reference"):
+        get_objective(name).fn(logps, ObjectiveConfig(name=name))
+
+
+@pytest.mark.parametrize("name, params, missing, error", [
+    ("kto", {}, {"kl_logps": None}, "mismatched"),
+    ("pmpo", {"kl_estimator": "sample"}, {"ref_logps": None}, "ref_logps"),
+    ("pmpo", {"kl_estimator": "exact"}, {}, "exact_kl"),
+])
+def test_unpaired_objectives_refuse_missing_inputs(name, params, missing, error):
+    with pytest.raises(ValueError, match=error):
+        get_objective(name).fn(unpaired(**missing), ObjectiveConfig(name=name, beta=0.1, **params))
+
+
+def finite_loss_and_grads(name: str, logps, *leaves, **params) -> bool:
+    out = get_objective(name).fn(logps, ObjectiveConfig(name=name, **params))
+    out.loss.backward()
+    return bool(torch.isfinite(out.losses).all() and all(torch.isfinite(x.grad).all() for x in leaves))
+
+
+@pytest.mark.parametrize("name", ["ipo", "simpo", "orpo"])
+def test_length_normalised_objectives_survive_empty_completions(name):
+    # A completion truncated to zero tokens: counts are clamped to 1 instead of dividing by 0.
+    chosen, rejected = leaf([0.0, -6.0]), leaf([-7.0, -4.0])
+    logps = PairedLogps(
+        chosen=chosen, rejected=rejected, chosen_tokens=torch.tensor([0, 4]), rejected_tokens=torch.tensor([2, 5]),
+        ref_chosen=torch.tensor([0.0, -6.0], dtype=torch.float64),
+        ref_rejected=torch.tensor([-6.0, -4.5], dtype=torch.float64),
+    )
+    assert finite_loss_and_grads(name, logps, chosen, rejected, beta=0.1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_orpo_survives_certain_completions(dtype):
+    # Average log-prob 0 (every token certain) would make log(1 - p) = log 0.
+    chosen = torch.tensor([0.0, -1e-30], dtype=dtype, requires_grad=True)
+    rejected = torch.tensor([-7.0, -4.0], dtype=dtype, requires_grad=True)
+    logps = PairedLogps(chosen=chosen, rejected=rejected,
+                        chosen_tokens=torch.tensor([3, 4]), rejected_tokens=torch.tensor([2, 5]))
+    assert finite_loss_and_grads("orpo", logps, chosen, rejected, beta=0.1)
+
+
+@pytest.mark.parametrize("dtype, gap", [(torch.float64, 1000.0), (torch.float32, 200.0), (torch.float32, -200.0)])
+def test_pmpo_sample_kl_survives_runaway_log_ratios(dtype, gap):
+    logps = UnpairedLogps(
+        logps=torch.tensor([-5.0, -6.0, -3.0], dtype=dtype, requires_grad=True),
+        tokens=torch.tensor([3, 4, 2]),
+        accepted=torch.tensor([True, False, False]),
+        ref_logps=torch.tensor([-5.0 - gap, -6.0 - gap, -3.0 - gap], dtype=dtype),
+    )
+    assert finite_loss_and_grads("pmpo", logps, logps.logps, beta=0.5, alpha=0.5)
