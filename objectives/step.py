@@ -60,7 +60,9 @@ class Reference:
     @torch.no_grad()
     def logps(self, batch: dict[str, Tensor], prefix: str = "") -> Tensor:
         if self.cached is not None and not prefix:
-            return self.cached.to(batch["index"].device)[batch["index"]].flatten()
+            rows = self.cached.to(batch["index"].device)[batch["index"]]
+            # Pairs are cached as [N, 2] (chosen, rejected); batches stack all chosen rows first.
+            return rows.T.reshape(-1) if rows.dim() == 2 else rows
         logits = self.logits(batch, prefix)
         return completion_logps(logits, batch[f"{prefix}input_ids"], batch[f"{prefix}completion_mask"])[0]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from objectives.modeling import build_policy_and_reference, unwrap
 from objectives.registry import MISMATCHED_KL, get_objective
 from objectives.step import batch_loss
 from sweep.config import PrefsweepConfig
+from sweep.data import unpair
 from sweep.models import load_tokenizer
 from sweep.tokenize import tokenize_completions, tokenize_pairs
 
@@ -41,10 +43,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def tokenized_splits(cfg: PrefsweepConfig, data, tokenizer) -> tuple[list, list]:
-    tokenize = tokenize_pairs if data.paired else tokenize_completions
+def tokenized_splits(cfg: PrefsweepConfig, objective, data, tokenizer) -> tuple[list, list]:
+    """Pairs for paired objectives; labelled rows otherwise. A sweep over objectives loads
+    pairs once, and its kto/pmpo trials split them into accepted/rejected rows here."""
     limits = dict(max_length=cfg.data.max_length, max_prompt_length=cfg.data.max_prompt_length)
-    return tokenize(data.train, tokenizer, **limits), tokenize(data.eval, tokenizer, **limits)
+    if objective.paired:
+        return tokenize_pairs(data.train, tokenizer, **limits), tokenize_pairs(data.eval, tokenizer, **limits)
+    return (tokenize_completions(unpair(data.train), tokenizer, **limits),
+            tokenize_completions(unpair(data.eval), tokenizer, **limits))
 
 
 def make_loader(items: list, cfg: PrefsweepConfig, collate, *, batch_size: int, shuffle: bool) -> DataLoader:
@@ -108,7 +114,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     objective = get_objective(cfg.objective.name)
     tokenizer = load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
-    train_items, eval_items = tokenized_splits(cfg, data, tokenizer)
+    train_items, eval_items = tokenized_splits(cfg, objective, data, tokenizer)
     pad_id = tokenizer.pad_token_id
     collate = PairCollator(pad_id) if objective.paired else CompletionCollator(
         pad_id, mismatched=MISMATCHED_KL in objective.extra_inputs
@@ -177,7 +183,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             if logger:
                 logger.log(last_train, step=done)
             if rank == 0:
-                print(progress_line(cfg, done, last_train), flush=True)
+                _say(progress_line(cfg, done, last_train))
             window = MetricAccumulator()
             window_tokens, window_padded, window_start = 0, 0, time.perf_counter()
         if done % cfg.train.eval_every == 0 or done == cfg.train.max_steps:
@@ -189,7 +195,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             if logger:
                 logger.log({k: v for k, v in metrics.items() if k.startswith("eval/")}, step=done)
             if rank == 0:
-                print(progress_line(cfg, done, {k: v for k, v in metrics.items() if k.startswith("eval/")}), flush=True)
+                _say(progress_line(cfg, done, {k: v for k, v in metrics.items() if k.startswith("eval/")}))
             _report(metrics, policy, tokenizer, optimizer, scheduler, cfg, rank, done)
 
 
@@ -201,6 +207,13 @@ def _report(metrics, policy, tokenizer, optimizer, scheduler, cfg, rank, step) -
             save_checkpoint(Path(tmp), unwrap(policy), tokenizer, optimizer, scheduler, cfg, step, metrics)
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def _say(line: str) -> None:
+    # Not print(): Ray Train patches print into its logger, which also echoes to stdout,
+    # so every line would reach the console twice.
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def progress_line(cfg: PrefsweepConfig, step: int, metrics: dict[str, float]) -> str:

@@ -21,7 +21,7 @@ from sweep.config import PrefsweepConfig
 from sweep.configio import config_with
 from sweep.data import load_preference_data
 from sweep.raycluster import init_ray
-from sweep.search_space import define_by_run, sampler_for, total_trials
+from sweep.search_space import DefineByRun, sampler_for, total_trials
 from sweep.study import StudyRecord, exists, join, load_record, optuna_url, study_dir
 from sweep.trainer import build_trainer
 
@@ -75,7 +75,9 @@ def _scheduler(cfg: PrefsweepConfig):
         return FIFOScheduler()
     return ASHAScheduler(
         time_attr="training_iteration",  # one iteration = one evaluation report
-        max_t=max(evaluations_per_trial(cfg), early.grace_period),
+        # ASHA stops a trial on reaching max_t, which would cut the trial function off
+        # before it closes its MLflow run; one past the last evaluation never triggers.
+        max_t=max(evaluations_per_trial(cfg), early.grace_period) + 1,
         grace_period=early.grace_period,
         reduction_factor=early.reduction_factor,
     )
@@ -83,13 +85,14 @@ def _scheduler(cfg: PrefsweepConfig):
 
 def _trainable(record: StudyRecord, data: Any):
     study = {**record.__dict__, "dir": study_dir(record.cfg.resolved_storage(), record.name)}
-    # The trial function only waits on its TorchTrainer; the workers hold the CPUs/GPUs.
-    return tune.with_resources(tune.with_parameters(run_trial, study=study, data=data), {"CPU": 0})
+    # The trial function only waits on its TorchTrainer; the workers hold the CPUs/GPUs
+    # (Tune refuses an all-zero request, hence a sliver).
+    return tune.with_resources(tune.with_parameters(run_trial, study=study, data=data), {"CPU": 0.01})
 
 
 def _searcher(cfg: PrefsweepConfig, url: str) -> OptunaSearch:
     return OptunaSearch(
-        space=define_by_run(cfg.sweep),
+        space=DefineByRun(cfg.sweep),
         metric=cfg.sweep.metric.name,
         mode=cfg.sweep.metric.mode,
         sampler=sampler_for(cfg.sweep),
@@ -118,6 +121,7 @@ def start_study(cfg: PrefsweepConfig, *, overwrite: bool = False, progress: list
         _forget(cfg, url)
     uri = tracking.tracking_uri(cfg)
     experiment_id = tracking.ensure_experiment(cfg, uri)
+    init_ray()
     parent = tracking.create_run(
         uri, experiment_id, cfg.name, tags={tracking.STUDY_TAG: cfg.name, tracking.KIND_TAG: "study"},
         params=cfg.model_dump(mode="json"),
@@ -125,7 +129,6 @@ def start_study(cfg: PrefsweepConfig, *, overwrite: bool = False, progress: list
     record = StudyRecord(name=cfg.name, config=cfg.model_dump(mode="json"), tracking_uri=uri,
                          experiment_id=experiment_id, parent_run_id=parent, optuna_url=url)
     record.save(storage)
-    init_ray()
     tuner = tune.Tuner(
         _trainable(record, data),
         tune_config=tune.TuneConfig(

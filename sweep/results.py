@@ -99,13 +99,17 @@ def summarize_study(record: StudyRecord) -> StudyRecord:
     cfg = record.cfg
     rows = trial_rows(record)
     uri = record.tracking_uri
+    final_status = {"finished": "FINISHED", "stopped": "KILLED", "failed": "FAILED", "interrupted": "KILLED"}
     for row in rows:
         run_id = tracking.find_run(uri, record.experiment_id,
                                    {tracking.PARENT_TAG: record.parent_run_id, tracking.TRIAL_TAG: row.trial_id})
-        if run_id and row.state == "stopped":
-            tracking.set_tags(uri, run_id, {"prefsweep.state": "stopped",
-                                            "prefsweep.stopped_after_evaluations": row.evaluations})
-            tracking.end_run(uri, run_id, "KILLED")
+        if run_id is None or row.state not in final_status:
+            continue
+        tags = {"prefsweep.state": row.state, "prefsweep.evaluations": row.evaluations}
+        if row.error:
+            tags["prefsweep.error"] = row.error
+        tracking.set_tags(uri, run_id, tags)
+        tracking.end_run(uri, run_id, final_status[row.state])
     best = best_row(rows, cfg)
     client = tracking.client_for(uri)
     client.log_text(record.parent_run_id, dump_yaml(cfg), "config.yaml")

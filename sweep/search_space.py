@@ -6,7 +6,6 @@ sampled objective's own hyperparameters (as its registry entry declares) are sam
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -53,18 +52,20 @@ def suggest(trial: optuna.Trial, key: str, spec: ParameterSpec) -> Any:
     raise ValueError(f"sweep.parameters.{key}: unsupported distribution {kind}")
 
 
-def define_by_run(sweep: SweepConfig) -> Callable[[optuna.Trial], dict[str, Any]]:
-    space = searched(sweep)
-    fixed = constants(sweep)
+class DefineByRun:
+    """Optuna define-by-run space. A class, not a closure: Tune pickles the searcher into
+    its experiment checkpoint, which `prefsweep resume` restores."""
 
-    def sample(trial: optuna.Trial) -> dict[str, Any]:
+    def __init__(self, sweep: SweepConfig):
+        self.space = searched(sweep)
+        self.fixed = constants(sweep)
+
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
         values: dict[str, Any] = {}
-        for key, spec in space.items():
+        for key, spec in self.space.items():
             if applies(key, values):
                 values[key] = suggest(trial, key, spec)
-        return fixed  # OptunaSearch merges returned constants into the trial config
-
-    return sample
+        return self.fixed  # OptunaSearch merges returned constants into the trial config
 
 
 def grid(sweep: SweepConfig) -> dict[str, list[Any]]:
