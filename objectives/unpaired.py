@@ -111,7 +111,7 @@ def _pmpo_kl_rows(logps: UnpairedLogps, params: ObjectiveConfig) -> Tensor | Non
     paired=False,
     needs_reference=True,
     hyperparameters=("alpha", "beta", "kl_estimator"),
-    metrics=("logps/accepted", "logps/rejected", "kl"),
+    metrics=("logps/accepted", "logps/rejected", "logps/margins", "kl"),
     extra_inputs=frozenset({EXACT_KL}),
 )
 def pmpo(logps: UnpairedLogps, params: ObjectiveConfig) -> LossOutput:
@@ -144,7 +144,7 @@ def pmpo(logps: UnpairedLogps, params: ObjectiveConfig) -> LossOutput:
     ``kl`` is still reported.
 
     Metrics: ``logps/accepted`` / ``logps/rejected``, means of the summed log-probs over each set
-    (NaN when the set is empty), and ``kl``, the mean KL estimate. No ``rewards/*``: PMPO has
+    (NaN when the set is empty), ``logps/margins`` their difference, and ``kl``, the mean KL estimate. No ``rewards/*``: PMPO has
     no implicit reward.
     """
     accepted = logps.accepted.bool()
@@ -170,6 +170,8 @@ def pmpo(logps: UnpairedLogps, params: ObjectiveConfig) -> LossOutput:
     metrics = {
         "logps/accepted": accepted_logps,
         "logps/rejected": rejected_logps,
+        # Unlike eval/loss, which scales with alpha, this can rank trials of an alpha sweep.
+        "logps/margins": accepted_logps - rejected_logps,
         "kl": detached_mean(kl_rows) if kl_rows is not None else torch.tensor(float("nan")),
     }
     return LossOutput(losses, metrics)

@@ -169,7 +169,7 @@ class ResourcesConfig(Strict):
 
 class MetricConfig(Strict):
     name: str = Field("eval/rewards/accuracies", description="Metric the sweep optimises.")
-    goal: Literal["maximize", "minimize"] = "maximize"
+    goal: Literal["maximize", "minimize"] = Field("maximize", description="Direction of improvement.")
 
     @property
     def mode(self) -> str:
@@ -177,7 +177,7 @@ class MetricConfig(Strict):
 
 
 class EarlyTerminate(Strict):
-    type: Literal["asha"] = "asha"
+    type: Literal["asha"] = Field("asha", description="Early-stopping scheduler (Tune's ASHA).")
     grace_period: int = Field(1, ge=1, description="Evaluations a trial always gets before it may be stopped.")
     reduction_factor: float = Field(2, gt=1, description="ASHA keeps 1/reduction_factor of trials per rung.")
 
@@ -193,9 +193,11 @@ class ParameterSpec(Strict):
 
     values: list[Any] | None = Field(None, description="Categorical choices.")
     value: Any | None = Field(None, description="A constant.")
-    distribution: Distribution | None = None
-    min: float | None = None
-    max: float | None = None
+    distribution: Distribution | None = Field(
+        None, description="A distribution between `min` and `max`; `log_uniform_values` samples on a log scale."
+    )
+    min: float | None = Field(None, description="Lower bound of the distribution.")
+    max: float | None = Field(None, description="Upper bound of the distribution.")
     q: float | None = Field(None, gt=0, description="Step for q_ distributions.")
 
     @model_validator(mode="after")

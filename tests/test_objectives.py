@@ -85,7 +85,7 @@ DPO_METRICS = {"rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewa
                "logps/chosen", "logps/rejected"}
 # TRL's KTOTrainer logs no rewards/accuracies (no pairs to compare); PMPO has no implicit reward.
 KTO_METRICS = DPO_METRICS - {"rewards/accuracies"} | {"kl"}
-PMPO_METRICS = {"logps/accepted", "logps/rejected", "kl"}
+PMPO_METRICS = {"logps/accepted", "logps/rejected", "logps/margins", "kl"}
 
 
 @pytest.mark.parametrize("name, is_paired, needs_reference, hyperparameters, extra_inputs, metrics", [
@@ -380,6 +380,7 @@ def test_pmpo_expectations_are_per_set():
     assert not close(out.loss, -(alpha * -2.0 - (1 - alpha) * -28.0) / 5)
     assert close(out.metrics["logps/accepted"], accepted_mean)
     assert close(out.metrics["logps/rejected"], rejected_mean)
+    assert close(out.metrics["logps/margins"], 5.0)  # -2 - (-7)
 
 
 def test_pmpo_sample_kl_values():
@@ -429,8 +430,9 @@ def test_pmpo_without_kl_needs_no_reference():
 def test_pmpo_single_set_batch(accepted, present, absent):
     alpha = 0.3
     out = run("pmpo", pmpo_logps(accepted=accepted), beta=0.0, alpha=alpha)
-    assert set(out.metrics) == {"logps/accepted", "logps/rejected", "kl"}
+    assert set(out.metrics) == PMPO_METRICS
     assert close(out.metrics[present], mean(PMPO_LOGPS)) and math.isnan(float(out.metrics[absent]))
+    assert math.isnan(float(out.metrics["logps/margins"]))  # no margin without both sets
     assert torch.isfinite(out.losses).all()
     sign_weight = -alpha if accepted[0] else (1 - alpha)
     assert close(out.loss, sign_weight * mean(PMPO_LOGPS))

@@ -1,0 +1,179 @@
+"""The config model: defaults, unknown keys, cross-field checks, --set overrides, and the
+sweep checks that run before any trial starts."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from sweep.config import PrefsweepConfig
+from sweep.configio import ConfigError, config_with, load_config, parse_override
+
+
+def fields(err: ConfigError) -> list[str]:
+    return [field for field, _ in err.problems]
+
+
+def test_defaults_match_the_design_card():
+    cfg = PrefsweepConfig()
+    assert cfg.model.name_or_path == "builtin:tiny-gpt2"
+    assert cfg.data.train.path == "data/demo/train.jsonl" and cfg.data.eval.path == "data/demo/eval.jsonl"
+    assert (cfg.objective.name, cfg.objective.beta, cfg.objective.alpha) == ("dpo", 0.1, 0.5)
+    assert (cfg.train.learning_rate, cfg.train.max_steps, cfg.train.eval_every) == (5e-5, 200, 50)
+    assert cfg.sweep.metric.name == "eval/rewards/accuracies" and cfg.sweep.early_terminate.type == "asha"
+    assert set(cfg.sweep.parameters) == {"objective.beta", "train.learning_rate",
+                                         "train.per_device_batch_size", "train.gradient_accumulation_steps"}
+    assert cfg.storage.path == "runs" and cfg.tracking.experiment == "prefsweep"
+
+
+def test_every_field_is_documented():
+    def walk(model, prefix=""):
+        for name, info in model.model_fields.items():
+            annotation = info.annotation
+            yield f"{prefix}{name}", info
+            for arg in getattr(annotation, "__args__", (annotation,)):
+                if isinstance(arg, type) and hasattr(arg, "model_fields") and arg is not PrefsweepConfig:
+                    yield from walk(arg, f"{prefix}{name}.")
+
+    undocumented = [name for name, info in walk(PrefsweepConfig) if not info.description
+                    and not hasattr(info.annotation, "model_fields") and name.count(".") >= 1]
+    assert undocumented == []
+
+
+def test_demo_config_loads():
+    cfg = load_config("configs/demo.yaml")
+    assert cfg.name == "demo"
+    assert {"train.learning_rate", "objective.beta"} <= set(cfg.sweep.parameters)
+    assert cfg.sweep.early_terminate is not None
+
+
+def test_unknown_keys_are_refused_with_their_path():
+    with pytest.raises(ConfigError) as err:
+        load_config({"train": {"learnin_rate": 1e-4}})
+    assert fields(err.value) == ["train.learnin_rate"]
+    with pytest.raises(ConfigError) as err:
+        load_config({"bogus": 1})
+    assert "bogus" in fields(err.value)
+
+
+def test_type_errors_name_the_field():
+    with pytest.raises(ConfigError) as err:
+        load_config({"train": {"max_steps": "many"}})
+    assert fields(err.value) == ["train.max_steps"]
+
+
+def test_prompt_length_must_be_below_max_length():
+    with pytest.raises(ConfigError) as err:
+        load_config({"data": {"max_length": 64, "max_prompt_length": 64}})
+    assert "max_prompt_length" in str(err.value) and fields(err.value) == ["data"]
+
+
+def test_paired_objective_refuses_unpaired_format_but_kto_and_pmpo_accept_it():
+    with pytest.raises(ConfigError, match="needs paired data"):
+        load_config({"data": {"format": "unpaired"}})
+    for name in ("kto", "pmpo"):
+        cfg = load_config({"data": {"format": "unpaired"}, "objective": {"name": name},
+                           "sweep": {"metric": {"name": "eval/loss", "goal": "minimize"},
+                                     "parameters": {"objective.beta": {"values": [0.1]}}}})
+        assert cfg.objective.name == name
+
+
+def test_unknown_objective_lists_the_known_ones():
+    with pytest.raises(ConfigError) as err:
+        load_config({"objective": {"name": "dpoo"}})
+    assert fields(err.value) == ["objective.name"] and "pmpo" in str(err.value)
+
+
+def test_eval_and_eval_fraction_are_exclusive():
+    with pytest.raises(ConfigError, match="eval_fraction"):
+        load_config({"data": {"eval_fraction": 0.1}})
+    cfg = load_config({"data": {"eval": None, "eval_fraction": 0.1}})
+    assert cfg.data.eval is None
+
+
+def test_data_source_needs_exactly_one_of_path_and_hf():
+    with pytest.raises(ConfigError) as err:
+        load_config({"data": {"train": {"path": "a.jsonl", "hf": "x/y"}}})
+    assert fields(err.value) == ["data.train"]
+
+
+def test_overrides_are_type_checked():
+    cfg = load_config("configs/demo.yaml", ["train.learning_rate=1e-4", "objective.name=ipo",
+                                            "data.eval=null", "data.eval_fraction=0.2"])
+    assert cfg.train.learning_rate == 1e-4 and cfg.objective.name == "ipo" and cfg.data.eval_fraction == 0.2
+    with pytest.raises(ConfigError) as err:
+        load_config("configs/demo.yaml", ["train.per_device_batch_size=zero"])
+    assert fields(err.value) == ["train.per_device_batch_size"]
+    with pytest.raises(ConfigError):
+        parse_override("train.learning_rate")
+
+
+def test_override_of_a_sweep_parameter_keeps_its_dotted_name():
+    cfg = load_config("configs/demo.yaml", ["sweep.parameters.objective.beta.values=[0.2, 0.4]"])
+    assert cfg.sweep.parameters["objective.beta"].values == [0.2, 0.4]
+    cfg = load_config({}, ["sweep.parameters.train.warmup_steps={values: [0, 10]}"])
+    assert cfg.sweep.parameters["train.warmup_steps"].values == [0, 10]
+
+
+def test_swept_keys_must_exist_and_every_edge_value_must_validate():
+    bad_key = {"sweep": {"parameters": {"train.learnig_rate": {"values": [1e-4]}}}}
+    with pytest.raises(ConfigError) as err:
+        load_config(bad_key)
+    assert fields(err.value) == ["sweep.parameters.train.learnig_rate"]
+    bad_value = {"sweep": {"parameters": {"train.per_device_batch_size": {"values": [4, 0]}}}}
+    with pytest.raises(ConfigError) as err:
+        load_config(bad_value)
+    assert fields(err.value) == ["sweep.parameters.train.per_device_batch_size"] and "0" in str(err.value)
+    bad_range = {"sweep": {"parameters": {"objective.alpha": {"distribution": "uniform", "min": 0.5, "max": 1.5}}}}
+    with pytest.raises(ConfigError, match="objective.alpha"):
+        load_config(bad_range)
+
+
+def test_log_distribution_needs_positive_bounds_and_min_below_max():
+    with pytest.raises(ConfigError, match="min > 0"):
+        load_config({"sweep": {"parameters": {"train.learning_rate": {
+            "distribution": "log_uniform_values", "min": 0, "max": 1e-3}}}})
+    with pytest.raises(ConfigError, match="must be < max"):
+        load_config({"sweep": {"parameters": {"train.learning_rate": {
+            "distribution": "uniform", "min": 1e-3, "max": 1e-4}}}})
+
+
+def test_sweep_metric_must_be_reported_by_every_objective_in_play():
+    with pytest.raises(ConfigError) as err:
+        load_config({"objective": {"name": "pmpo"}})
+    assert "sweep.metric.name" in fields(err.value)
+    swept = {"sweep": {"parameters": {"objective.name": {"values": ["dpo", "kto"]}}}}
+    with pytest.raises(ConfigError, match="kto does not report"):
+        load_config(swept)
+    ok = {"sweep": {"metric": {"name": "eval/loss", "goal": "minimize"},
+                    "parameters": {"objective.name": {"values": ["dpo", "pmpo", "simpo"]},
+                                   "objective.alpha": {"values": [0.3, 0.7]}}}}
+    assert load_config(ok).objectives_in_play() == ["dpo", "pmpo", "simpo"]
+
+
+def test_lora_and_other_optional_sections_can_be_swept():
+    cfg = load_config({"model": {"lora": {"r": 4}},
+                       "sweep": {"parameters": {"model.lora.r": {"values": [4, 8]}}}})
+    assert cfg.model.lora.r == 4
+
+
+def test_config_with_applies_dotted_values_and_validates():
+    cfg = config_with(PrefsweepConfig(), {"objective.beta": 0.3, "train.max_steps": 10})
+    assert cfg.objective.beta == 0.3 and cfg.train.max_steps == 10
+
+
+def test_study_name_is_a_safe_path_component():
+    for bad in ("../x", "a/b", "", "x" * 65):
+        with pytest.raises(ConfigError) as err:
+            load_config({"name": bad})
+        assert fields(err.value) == ["name"]
+
+
+def test_yaml_file_errors_name_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train: [unclosed")
+    with pytest.raises(ConfigError, match=str(path)):
+        load_config(path)
+    path.write_text(yaml.safe_dump({"train": {"max_steps": -1}}))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert err.value.source == str(path) and fields(err.value) == ["train.max_steps"]
