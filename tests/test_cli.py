@@ -1,0 +1,72 @@
+"""The CLI's validate verb and its exit codes: config errors (2) name the field, data
+errors (1) name the file, row and column."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from sweep.cli import main
+
+PAIR = {"prompt": "Question: hi?\nAnswer:", "chosen": " hello", "rejected": " go away"}
+
+
+def config_file(tmp_path: Path, rows: list[dict], **overrides) -> Path:
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    raw = {"name": "clitest", "data": {"train": {"path": str(data)}, "eval": None, "eval_fraction": 0.25,
+                                       "max_length": 64, "max_prompt_length": 32},
+           "storage": {"path": str(tmp_path / "runs")}, **overrides}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_validate_prints_a_summary(tmp_path, capsys):
+    assert main(["validate", str(config_file(tmp_path, [PAIR] * 8))]) == 0
+    out = capsys.readouterr().out
+    assert "config and data OK" in out and "paired" in out
+
+
+def test_validate_names_file_row_and_column_of_a_missing_column(tmp_path, capsys):
+    rows = [PAIR, PAIR, {"prompt": "q", "chosen": "a"}, PAIR]
+    path = config_file(tmp_path, rows)
+    assert main(["validate", str(path)]) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "pairs.jsonl" in out and "row 2" in out and "'rejected'" in out
+
+
+def test_validate_names_file_row_and_column_of_an_empty_chosen(tmp_path, capsys):
+    rows = [PAIR, {**PAIR, "chosen": "   "}, PAIR, PAIR]
+    assert main(["validate", str(config_file(tmp_path, rows))]) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "pairs.jsonl" in out and "row 1" in out and "'chosen'" in out
+
+
+def test_drop_invalid_counts_instead_of_failing(tmp_path, capsys):
+    rows = [PAIR, {**PAIR, "chosen": ""}, PAIR, PAIR, PAIR]
+    path = config_file(tmp_path, rows, data=None)
+    raw = yaml.safe_load(path.read_text())
+    raw["data"] = {"train": {"path": str(tmp_path / "pairs.jsonl")}, "eval": None, "eval_fraction": 0.25,
+                   "drop_invalid": True, "max_length": 64, "max_prompt_length": 32}
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["validate", str(path)]) == 0
+    assert "dropped" in capsys.readouterr().out
+
+
+def test_config_errors_exit_2_and_name_the_field(tmp_path, capsys):
+    path = config_file(tmp_path, [PAIR] * 4)
+    assert main(["validate", str(path), "--set", "train.learning_rate=-1"]) == 2
+    assert "train.learning_rate" in capsys.readouterr().out
+
+
+def test_the_installed_command_exits_nonzero_on_bad_data(tmp_path):
+    path = config_file(tmp_path, [PAIR, {**PAIR, "chosen": ""}, PAIR, PAIR])
+    proc = subprocess.run([sys.executable, "-m", "sweep", "validate", str(path)], capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "200"}, timeout=120)
+    assert proc.returncode == 1
+    assert "pairs.jsonl: row 1, column 'chosen'" in proc.stdout
