@@ -21,6 +21,7 @@ from sweep.config import PrefsweepConfig
 from sweep.configio import config_with
 from sweep.data import load_preference_data
 from sweep.raycluster import init_ray
+from sweep.results import evaluations_per_trial, summarize_study
 from sweep.search_space import DefineByRun, sampler_for, total_trials
 from sweep.study import StudyRecord, exists, join, load_record, optuna_url, study_dir
 from sweep.trainer import build_trainer
@@ -28,12 +29,6 @@ from sweep.trainer import build_trainer
 
 class StudyExistsError(ValueError):
     pass
-
-
-def evaluations_per_trial(cfg: PrefsweepConfig) -> int:
-    """Reports a full trial makes: every eval_every steps plus the last step."""
-    steps, every = cfg.train.max_steps, cfg.train.eval_every
-    return steps // every + (1 if steps % every else 0)
 
 
 def run_trial(params: dict[str, Any], *, study: dict[str, Any], data: Any) -> None:
@@ -159,8 +154,6 @@ def resume_study(name: str, storage: str = "runs", progress: list | None = None)
 
 
 def _finish(record: StudyRecord, tuner: tune.Tuner) -> StudyRecord:
-    from sweep.results import summarize_study
-
     cfg = record.cfg
     try:
         tuner.fit()

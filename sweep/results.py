@@ -13,6 +13,12 @@ from sweep.config import PrefsweepConfig
 from sweep.configio import config_with, dump_yaml
 from sweep.study import StudyRecord, study_dir
 
+
+def evaluations_per_trial(cfg: PrefsweepConfig) -> int:
+    """Reports a full trial makes: every eval_every steps plus the last step."""
+    steps, every = cfg.train.max_steps, cfg.train.eval_every
+    return steps // every + (1 if steps % every else 0)
+
 CHAMPION_ALIAS = "champion"
 
 
@@ -25,6 +31,7 @@ class TrialRow:
     evaluations: int
     expected_evaluations: int
     step: int
+    max_steps: int
     checkpoint_path: str | None
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
@@ -33,13 +40,11 @@ class TrialRow:
         return asdict(self)
 
 
-def _expected(cfg: PrefsweepConfig, params: dict[str, Any]) -> int:
-    from sweep.driver import evaluations_per_trial
-
+def _trial_config(cfg: PrefsweepConfig, params: dict[str, Any]) -> PrefsweepConfig:
     try:
-        return evaluations_per_trial(config_with(cfg, params))
-    except Exception:
-        return evaluations_per_trial(cfg)
+        return config_with(cfg, params)
+    except ValueError:  # params of a config version that no longer validates
+        return cfg
 
 
 def _error_text(trial) -> str | None:
@@ -64,11 +69,14 @@ def trial_rows(record: StudyRecord) -> list[TrialRow]:
         last = trial.last_result or {}
         params = {k: v for k, v in (trial.config or {}).items()}
         evaluations = int(last.get("training_iteration", 0) or 0)
-        expected = _expected(cfg, params)
+        trial_cfg = _trial_config(cfg, params)
+        step = int(last.get("step", 0) or 0)
         state = {"PENDING": "pending", "RUNNING": "running", "PAUSED": "pending", "ERROR": "failed"}.get(
             trial.status, "finished"
         )
-        if state == "finished" and evaluations < expected:
+        # The step reached, not the count of reports, tells a trial ASHA stopped from one that
+        # ran to the end: a trial resumed from a checkpoint reports fewer times.
+        if state == "finished" and step < trial_cfg.train.max_steps:
             state = "stopped"
         if state == "running" and record.state in ("interrupted", "finished", "failed"):
             state = "interrupted"
@@ -76,7 +84,8 @@ def trial_rows(record: StudyRecord) -> list[TrialRow]:
         rows.append(TrialRow(
             trial_id=trial.trial_id, state=state, params=params,
             value=float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None,
-            evaluations=evaluations, expected_evaluations=expected, step=int(last.get("step", 0) or 0),
+            evaluations=evaluations, expected_evaluations=evaluations_per_trial(trial_cfg), step=step,
+            max_steps=trial_cfg.train.max_steps,
             checkpoint_path=last.get("checkpoint_path"),
             metrics={k: float(v) for k, v in last.items()
                      if isinstance(v, (int, float)) and "/" in k or k in ("loss", "tokens_per_second")},
