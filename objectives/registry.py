@@ -14,7 +14,7 @@ from objectives.types import LossOutput
 ObjectiveFn = Callable[..., LossOutput]
 
 # Extra inputs an objective may ask the worker for, beyond policy/reference log-probs.
-MISMATCHED_KL = "mismatched_kl"  # KTO's batch KL baseline: prompt i with completion i+1
+MISMATCHED_KL = "mismatched_kl"  # KTO's batch KL baseline: prompt i with completion i-1 (cyclically, as TRL)
 EXACT_KL = "exact_kl"  # PMPO with kl_estimator=exact: per-token categorical KL over the vocab
 
 

@@ -40,7 +40,7 @@ class UnpairedLogps:
     accepted: [B] bool, True where the row is an accepted (desirable) completion.
     ref_logps: [B] reference log-probs, or None.
     kl_logps, ref_kl_logps: [B] policy / reference log-probs of mismatched pairs
-        (prompt i with completion i+1), the batch KL baseline of KTO; None when unused.
+        (prompt i with completion i-1), the batch KL baseline of KTO; None when unused.
     exact_kl: [B] per-sequence sum over completion tokens of the exact categorical
         KL(pi_ref || pi) over the vocabulary (PMPO, kl_estimator=exact); None when unused.
     """

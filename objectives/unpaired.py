@@ -53,7 +53,7 @@ def kto(logps: UnpairedLogps, params: ObjectiveConfig) -> LossOutput:
       rejected row: undesirable_weight * (1 - sigmoid(beta * (z - r_i)))
 
     As TRL 1.16 ``trl/trainer/kto_trainer.py`` (loss_type="kto", ``_compute_loss``): z is the
-    reference point, estimated from prompt i paired with completion i+1 (so it is not the
+    reference point, estimated from prompt i paired with completion i-1 (so it is not the
     rows' own log-ratios), clamped at 0 as a KL must be, and detached so the policy cannot
     lower its loss by moving the baseline. TRL also averages z over data-parallel ranks before
     clamping; a pure function sees one rank's batch, so z here is the per-rank estimate.
