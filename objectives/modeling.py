@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from objectives.registry import Objective
+from objectives.registry import MISMATCHED_KL, Objective
 from objectives.step import Reference
 from sweep.config import PrefsweepConfig
 from sweep.models import load_causal_lm
@@ -36,7 +36,12 @@ def build_policy(cfg: PrefsweepConfig, device, resume_dir: str | None = None) ->
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if cfg.model.lora is not None:
             model.enable_input_require_grads()
-    return model.to(device)
+    model = model.to(device)
+    if cfg.train.compile:
+        # In place (nn.Module.compile): parameter names, save_pretrained and DDP wrapping are
+        # unchanged. Batch widths vary, so shapes are dynamic after the first recompile.
+        model.compile()
+    return model
 
 
 def build_reference(cfg: PrefsweepConfig, objective: Objective, policy: nn.Module, device,
@@ -44,14 +49,18 @@ def build_reference(cfg: PrefsweepConfig, objective: Objective, policy: nn.Modul
     if not objective.needs_reference:
         return None
     live_needed = cfg.objective.name == "pmpo" and cfg.objective.kl_estimator == "exact"
-    if cached_ref is not None and not live_needed:
+    if live_needed:
+        cached_ref = None
+    # KTO's KL rows pair rows within a batch, so they never come from the cache: a live
+    # reference serves them while the cache serves the matched rows.
+    if cached_ref is not None and MISMATCHED_KL not in objective.extra_inputs:
         return Reference(cached=cached_ref)
     if cfg.model.lora is not None and cfg.model.ref_name_or_path is None:
-        return Reference(adapter_host=policy)  # base weights with adapters off: no second copy
+        return Reference(adapter_host=policy, cached=cached_ref)  # base weights with adapters off: no second copy
     ref = load_causal_lm(cfg.model.ref_name_or_path or cfg.model.name_or_path, dtype=cfg.model.dtype,
                          trust_remote_code=cfg.model.trust_remote_code)
     ref.requires_grad_(False)
-    return Reference(model=ref.eval().to(device))
+    return Reference(model=ref.eval().to(device), cached=cached_ref)
 
 
 def build_policy_and_reference(cfg: PrefsweepConfig, objective: Objective, device, checkpoint,

@@ -26,10 +26,12 @@ from objectives.checkpoint import load_training_state, save_checkpoint
 from objectives.metrics import MetricAccumulator
 from objectives.modeling import build_policy_and_reference, unwrap
 from objectives.registry import MISMATCHED_KL, get_objective
-from objectives.step import batch_loss
+from objectives.sampling import LengthGroupedSampler, item_length
+from objectives.step import Reference, batch_loss
 from sweep.config import PrefsweepConfig
 from sweep.data import unpair
 from sweep.models import load_tokenizer
+from sweep.refcache import cached_splits
 from sweep.tokenize import tokenize_completions, tokenize_pairs
 
 
@@ -53,7 +55,14 @@ def tokenized_splits(cfg: PrefsweepConfig, objective, data, tokenizer) -> tuple[
             tokenize_completions(unpair(data.eval), tokenizer, **limits))
 
 
-def make_loader(items: list, cfg: PrefsweepConfig, collate, *, batch_size: int, shuffle: bool) -> DataLoader:
+def make_loader(items: list, cfg: PrefsweepConfig, collate, *, batch_size: int, shuffle: bool,
+                num_replicas: int = 1, rank: int = 0) -> DataLoader:
+    if cfg.train.group_by_length and items:
+        # A DistributedSampler subclass: prepare_data_loader keeps it and it shards by rank itself.
+        sampler = LengthGroupedSampler([item_length(item) for item in items], batch_size, num_replicas=num_replicas,
+                                       rank=rank, shuffle=shuffle, seed=cfg.train.seed)
+        return DataLoader(list(enumerate(items)), batch_size=batch_size, sampler=sampler, collate_fn=collate,
+                          drop_last=False)
     generator = torch.Generator().manual_seed(cfg.train.seed)
     return DataLoader(
         list(enumerate(items)), batch_size=batch_size, shuffle=shuffle, collate_fn=collate,
@@ -120,15 +129,19 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         pad_id, mismatched=MISMATCHED_KL in objective.extra_inputs
     )
     checkpoint = ray.train.get_checkpoint()
-    policy, reference = build_policy_and_reference(cfg, objective, device, checkpoint,
-                                                   cached_ref=loop_config.get("ref_cache"))
+    ref_train, ref_eval = cached_splits(loop_config.get("ref_cache"), len(train_items), len(eval_items), device)
+    policy, reference = build_policy_and_reference(cfg, objective, device, checkpoint, cached_ref=ref_train)
+    eval_reference = reference
+    if reference is not None and reference.cached is not None:  # eval rows are indexed into the eval cache
+        eval_reference = Reference(model=reference.model, adapter_host=reference.adapter_host, cached=ref_eval)
     policy = ray.train.torch.prepare_model(policy)
+    shards = dict(num_replicas=context.get_world_size(), rank=rank)
     train_loader = ray.train.torch.prepare_data_loader(
-        make_loader(train_items, cfg, collate, batch_size=cfg.train.per_device_batch_size, shuffle=True)
+        make_loader(train_items, cfg, collate, batch_size=cfg.train.per_device_batch_size, shuffle=True, **shards)
     )
     eval_loader = ray.train.torch.prepare_data_loader(
         make_loader(eval_items, cfg, collate, batch_size=cfg.train.eval_batch_size or cfg.train.per_device_batch_size,
-                    shuffle=False)
+                    shuffle=False, **shards)
     ) if eval_items else None
 
     trainable = [p for p in policy.parameters() if p.requires_grad]
@@ -189,7 +202,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         if done % cfg.train.eval_every == 0 or done == cfg.train.max_steps:
             metrics = dict(last_train)
             if eval_loader is not None:
-                metrics.update(evaluate(policy, reference, eval_loader, objective, cfg.objective, cfg, device))
+                metrics.update(evaluate(policy, eval_reference, eval_loader, objective, cfg.objective, cfg, device))
             metrics["step"] = done
             metrics["epoch"] = done * accum / max(1, len(train_loader))
             if logger:

@@ -159,6 +159,25 @@ class TrainConfig(Strict):
     max_grad_norm: float | None = Field(1.0, gt=0.0, description="Gradient clipping; null disables it.")
     eval_batch_size: int | None = Field(None, ge=1, description="Batch size for evaluation; null = train's.")
     logging_steps: int = Field(10, ge=1, description="Log training metrics every N steps.")
+    reference_cache: bool = Field(
+        True,
+        description="Compute the frozen reference model's log-probs of the train and eval rows once per "
+        "study (one entry per tokenization setting) and share them with every trial, instead of running a "
+        "reference model in each. Used where the reference is frozen and per-row: dpo, ipo, hinge, robust, "
+        "pmpo with kl_estimator=sample, and kto's matched rows (its mismatched KL rows stay live); ignored "
+        "for reference-free objectives and pmpo's exact KL.",
+    )
+    group_by_length: bool = Field(
+        True,
+        description="Batch rows of similar length (shuffled within length buckets, deterministic per seed "
+        "and epoch, split across DDP ranks) so padding each batch to its longest row wastes little work; "
+        "false = uniform shuffling.",
+    )
+    compile: bool = Field(
+        False,
+        description="torch.compile the policy. The first steps pay for compilation (and each new batch "
+        "shape may recompile); pays off on long GPU runs.",
+    )
 
 
 class ResourcesConfig(Strict):

@@ -16,7 +16,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from objectives.registry import get_objective
-from sweep import tracking
+from sweep import refcache, tracking
 from sweep.config import PrefsweepConfig
 from sweep.configio import config_with
 from sweep.data import load_preference_data
@@ -45,11 +45,16 @@ def run_trial(params: dict[str, Any], *, study: dict[str, Any], data: Any) -> No
             tags={**tags, tracking.STUDY_TAG: cfg.name, tracking.KIND_TAG: "trial"},
             params={**cfg.model_dump(mode="json"), **{f"swept.{k}": v for k, v in params.items()}},
         )
-    trainer = build_trainer(
-        cfg, ray.put(data), run_name=f"trial-{trial_id}", storage_path=join(study["dir"], "train"),
-        mlflow={"tracking_uri": uri, "run_id": run_id}, callbacks=[TuneReportCallback()],
-    )
+    data_ref = ray.put(data)
+    # The study's shared reference log-probs for this trial's tokenization settings (computed on
+    # first use when swept parameters change them); None = the workers run a live reference.
     try:
+        ref_cache = refcache.for_trial(cfg, data, study["dir"], data_ref=data_ref, tracking_uri=uri, run_id=run_id,
+                                       parent_run_id=parent)
+        trainer = build_trainer(
+            cfg, data_ref, run_name=f"trial-{trial_id}", storage_path=join(study["dir"], "train"),
+            mlflow={"tracking_uri": uri, "run_id": run_id}, callbacks=[TuneReportCallback()], ref_cache=ref_cache,
+        )
         trainer.fit()
     except Exception as exc:
         tracking.set_tags(uri, run_id, {"prefsweep.state": "failed", "prefsweep.error": _short_error(exc)})
@@ -124,6 +129,7 @@ def start_study(cfg: PrefsweepConfig, *, overwrite: bool = False, progress: list
     record = StudyRecord(name=cfg.name, config=cfg.model_dump(mode="json"), tracking_uri=uri,
                          experiment_id=experiment_id, parent_run_id=parent, optuna_url=url)
     record.save(storage)
+    _prepare_reference_cache(record, data)
     tuner = tune.Tuner(
         _trainable(record, data),
         tune_config=tune.TuneConfig(
@@ -146,11 +152,24 @@ def resume_study(name: str, storage: str = "runs", progress: list | None = None)
         return record
     data = _load_data(cfg)
     init_ray()
+    _prepare_reference_cache(record, data)
     tuner = tune.Tuner.restore(
         study_dir(cfg.resolved_storage(), name), trainable=_trainable(record, data),
         resume_unfinished=True, resume_errored=False, restart_errored=False,
     )
     return _finish(record, tuner)
+
+
+def _prepare_reference_cache(record: StudyRecord, data: Any) -> None:
+    """The one reference pass of the study, before any trial (see sweep.refcache)."""
+    cfg = record.cfg
+    try:
+        refcache.prepare_study(cfg, data, study_dir(cfg.resolved_storage(), record.name), record.tracking_uri,
+                               record.parent_run_id)
+    except BaseException as exc:
+        record.state, record.error = "failed", _short_error(exc)
+        record.save(cfg.resolved_storage())
+        raise
 
 
 def _finish(record: StudyRecord, tuner: tune.Tuner) -> StudyRecord:

@@ -1,0 +1,121 @@
+"""The study-wide reference cache (sweep.refcache): when it applies, what its key covers,
+that a bad entry is never trusted, one pass per entry, and that training from it gives the
+numbers a live reference gives."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from worker_harness import one_thread, run_worker, tiny_config, tiny_data  # noqa: F401 (fixture)
+
+from sweep import refcache
+from sweep.data import unpair
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_decision_per_objective():
+    on = lambda **objective: refcache.cache_decision(tiny_config(objective=objective))[0]  # noqa: E731
+    assert on(name="dpo") and on(name="ipo") and on(name="kto") and on(name="pmpo", kl_estimator="sample")
+    assert not on(name="simpo") and not on(name="orpo") and not on(name="pmpo", kl_estimator="exact")
+    assert not refcache.cache_decision(tiny_config(train={"reference_cache": False}))[0]
+
+
+def test_key_covers_every_input(tmp_path):
+    data = tiny_data()
+    key = lambda cfg, d=data: refcache.fingerprint(cfg, d)[0]  # noqa: E731
+    base = key(tiny_config())
+    assert base == key(tiny_config())  # deterministic
+    assert base == key(tiny_config(objective={"beta": 0.5}, train={"learning_rate": 1e-5}))  # not inputs
+    changed_row = dataclasses.replace(data, train=[dataclasses.replace(data.train[0], chosen=" other")] + data.train[1:])
+    variants = [
+        tiny_config(data={"max_length": 40}),
+        tiny_config(data={"max_prompt_length": 8}),
+        tiny_config(model={"dtype": "bfloat16"}),
+        tiny_config(objective={"name": "kto"}),  # unpaired rows
+        tiny_config(resources={"use_gpu": True}),
+    ]
+    keys = {key(cfg) for cfg in variants} | {key(tiny_config(), changed_row)}
+    assert base not in keys and len(keys) == len(variants) + 1
+    # A local model directory is identified by its content.
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    first = refcache.model_identity(str(tmp_path / "m"))
+    (tmp_path / "m" / "config.json").write_text('{"n_layer": 3}')
+    assert refcache.model_identity(str(tmp_path / "m")) != first
+
+
+def test_one_pass_then_reuse_and_bad_entries_are_recomputed(tmp_path):
+    cfg, data, study = tiny_config(), tiny_data(), str(tmp_path / "study")
+    entry, note, computed = refcache.ensure_entry(cfg, data, study)
+    assert computed and note.startswith("on:") and refcache.count_passes(study) == 1
+    tensors = refcache.load_entry(entry)
+    assert tensors["train"].shape == (24, 2) and tensors["eval"].shape == (8, 2)
+    for _ in range(3):  # every further trial reuses it
+        assert refcache.ensure_entry(cfg, data, study)[2] is False
+    assert refcache.count_passes(study) == 1
+
+    manifest = json.loads((tmp_path / "study" / "refcache" / entry.rsplit("/", 1)[1] / "manifest.json").read_text())
+    tensor_file = tmp_path / "study" / "refcache" / manifest["key"] / manifest["file"]
+    tensor_file.write_bytes(tensor_file.read_bytes()[:-8] + b"\0" * 8)  # corrupt: checksum fails
+    with pytest.raises(refcache.CacheInvalid, match="checksum"):
+        refcache.load_entry(entry)
+    assert refcache.ensure_entry(cfg, data, study)[2] is True and refcache.count_passes(study) == 2
+
+    (tmp_path / "study" / "refcache" / manifest["key"] / "manifest.json").unlink()  # partial write
+    assert refcache.ensure_entry(cfg, data, study)[2] is True
+    with pytest.raises(refcache.CacheInvalid, match="other inputs"):
+        refcache.load_entry(entry, key="0" * 32)
+
+    other = tiny_config(data={"max_length": 40})  # a swept max_length gets its own entry
+    other_entry, _, computed = refcache.ensure_entry(other, data, study)
+    assert computed and other_entry != entry and refcache.count_passes(study) == 4
+    assert refcache.ensure_entry(cfg, data, study)[2] is False  # the first entry is intact
+
+
+def test_row_count_mismatch_is_refused():
+    cache = {"train": torch.zeros(5, 2), "eval": torch.zeros(2, 2)}
+    with pytest.raises(refcache.CacheInvalid, match="train rows"):
+        refcache.cached_splits(cache, 6, 2, "cpu")
+    train, eval_ = refcache.cached_splits(cache, 5, 2, "cpu")
+    assert train.shape == (5, 2) and eval_.shape == (2, 2)
+
+
+def test_cached_logps_equal_live_reference():
+    """The pass computes exactly what a live reference computes, pairs and unpaired rows alike."""
+    from objectives.registry import get_objective
+    from objectives.step import Reference
+    from objectives.worker import tokenized_splits
+    from sweep.models import load_causal_lm, load_tokenizer
+    from objectives.batching import PairCollator
+
+    cfg, data = tiny_config(), tiny_data()
+    cached = refcache.compute_reference_logps(cfg, data)
+    tokenizer = load_tokenizer(cfg.model.name_or_path)
+    train_items, _ = tokenized_splits(cfg, get_objective("dpo"), data, tokenizer)
+    batch = PairCollator(tokenizer.pad_token_id)(list(enumerate(train_items))[3:9])
+    live = Reference(model=load_causal_lm(cfg.model.name_or_path).eval()).logps(batch)
+    from_cache = Reference(cached=cached["train"]).logps(batch)
+    torch.testing.assert_close(from_cache, live, rtol=1e-5, atol=1e-4)
+    unpaired = refcache.compute_reference_logps(tiny_config(objective={"name": "kto"}), data)
+    assert unpaired["train"].shape == (len(unpair(data.train)),)
+    torch.testing.assert_close(unpaired["train"][0::2], cached["train"][:, 0], rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("objective", [{"name": "dpo"}, {"name": "kto"}], ids=["dpo", "kto"])
+def test_training_with_the_cache_equals_training_without(objective, monkeypatch, tmp_path):
+    """The real worker loop, same seed, live reference vs cache entry: same losses, rewards and
+    eval metrics to float tolerance (kto: matched rows cached, KL rows live)."""
+    cfg = tiny_config(objective=objective, train={"max_steps": 3, "eval_every": 3, "logging_steps": 3})
+    data = tiny_data()
+    entry, _, _ = refcache.ensure_entry(cfg, data, str(tmp_path / "study"))
+    live = run_worker(cfg, data, monkeypatch, tmp_path / "live")
+    cached = run_worker(cfg, data, monkeypatch, tmp_path / "cached", ref_cache=entry)
+    assert [r["step"] for r in live] == [r["step"] for r in cached] == [3]
+    for a, b in zip(live, cached):
+        names = [k for k in a if k.startswith(("loss", "rewards/", "logps/", "eval/", "kl"))]
+        assert "eval/loss" in names and "rewards/margins" in names
+        for name in names:
+            assert b[name] == pytest.approx(a[name], rel=1e-4, abs=1e-5), name
