@@ -44,3 +44,88 @@ def export_best(name: str, out_dir: str | Path, storage: str = "runs") -> Path:
     record, best = best_trial(name, storage)
     cfg = config_with(record.cfg, best["params"])
     return export_checkpoint(best["checkpoint_path"], out_dir, cfg, best["metrics"])
+
+
+OPTUNA_STATES = {"RUNNING": "running", "COMPLETE": "finished", "PRUNED": "stopped", "FAIL": "failed",
+                 "WAITING": "pending"}
+
+
+def study_trials(name: str, storage: str = "runs", curves: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every trial of a study: number, params, state, value and intermediate values (one per
+    evaluation) from its Optuna storage; Tune's trial id, step, checkpoint and last metrics
+    where Tune knows the trial; `curves` (metric -> [[step, value], ...]) from MLflow."""
+    import optuna
+
+    try:
+        record = load_record(name, storage)
+    except FileNotFoundError:
+        return []  # the sweep has not started yet
+    try:
+        study = optuna.load_study(study_name=name, storage=record.optuna_url)
+    except KeyError:
+        return []
+    tune_rows = trial_rows(record)
+    used: set[str] = set()
+    trials = []
+    for t in study.get_trials(deepcopy=False):
+        # Tune's config holds the Optuna params plus the sweep's constants; the n-th ask
+        # is the n-th Tune trial, so take the first unclaimed row whose params agree.
+        row = next((r for r in tune_rows if r.trial_id not in used
+                    and all(r.params.get(k) == v for k, v in t.params.items())), None)
+        if row is not None:
+            used.add(row.trial_id)
+        state = OPTUNA_STATES.get(t.state.name, t.state.name.lower())
+        if row is not None and not (row.state == "pending" and state != "pending"):
+            state = row.state  # Tune knows more (stopped by ASHA), but saves its state less often
+        if state in ("running", "pending") and record.state in ("interrupted", "failed", "finished"):
+            state = "interrupted"
+        value = t.value if t.value is not None else (row.value if row else None)
+        trials.append({
+            "number": t.number, "trial_id": row.trial_id if row else None, "state": state,
+            "params": dict(row.params) if row else dict(t.params), "value": value,
+            "intermediate_values": [[int(s), float(v)] for s, v in sorted(t.intermediate_values.items())],
+            "evaluations": row.evaluations if row else len(t.intermediate_values),
+            "expected_evaluations": row.expected_evaluations if row else None,
+            "step": row.step if row else None, "checkpoint_path": row.checkpoint_path if row else None,
+            "metrics": row.metrics if row else {}, "error": row.error if row else None,
+            "started": t.datetime_start.isoformat() if t.datetime_start else None,
+            "completed": t.datetime_complete.isoformat() if t.datetime_complete else None,
+            "curves": {},
+        })
+    if curves:
+        by_trial = trial_curves(record, curves)
+        for trial in trials:
+            trial["curves"] = by_trial.get(trial["trial_id"], {})
+    return trials
+
+
+def trial_curves(record: StudyRecord, metrics: list[str]) -> dict[str, dict[str, list[list[float]]]]:
+    """Step metrics of every trial's MLflow child run: {trial_id: {metric: [[step, value]]}}."""
+    from sweep import tracking
+
+    client = tracking.client_for(record.tracking_uri)
+    runs = client.search_runs([record.experiment_id],
+                              filter_string=f"tags.`{tracking.PARENT_TAG}` = '{record.parent_run_id}'",
+                              max_results=1000)
+    out: dict[str, dict[str, list[list[float]]]] = {}
+    for run in runs:
+        trial_id = run.data.tags.get(tracking.TRIAL_TAG)
+        if not trial_id:
+            continue
+        out[trial_id] = {
+            m: [[h.step, h.value] for h in sorted(client.get_metric_history(run.info.run_id, m), key=lambda h: h.step)]
+            for m in metrics if m in run.data.metrics
+        }
+    return out
+
+
+def mark_stopped(name: str, storage: str = "runs", error: str = "stopped") -> None:
+    """Record in study.json that a running study was stopped from outside (its driver was
+    killed and could not say so): `status` then shows it interrupted and `resume` continues it."""
+    try:
+        record = load_record(name, storage)
+    except FileNotFoundError:
+        return
+    if record.state == "running":
+        record.state, record.error = "interrupted", error
+        record.save(record.cfg.resolved_storage())

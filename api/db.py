@@ -1,0 +1,117 @@
+"""The studies table (SQLAlchemy 2): SQLite by default, Postgres by URL.
+
+One row per study launched through the API. The row is the service's only state: trial data
+lives in the study's Optuna storage and MLflow, the job in Ray; on restart each unfinished
+row is reconciled with its Ray job (see `api.jobs.reconcile`).
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, String, Text, create_engine, func, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+# pending: submitted, Ray job not started; running; finished; failed; cancelled (stopped via
+# the API); interrupted (the Ray job vanished, e.g. the cluster restarted: `prefsweep resume`).
+ACTIVE_STATES = ("pending", "running")
+FINAL_STATES = ("finished", "failed", "cancelled", "interrupted")
+STATES = ACTIVE_STATES + FINAL_STATES
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Study(Base):
+    __tablename__ = "studies"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # == the study name
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    owner: Mapped[str] = mapped_column(String(64), default="api")
+    submission_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    state: Mapped[str] = mapped_column(String(16), index=True, default="pending")
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {c.name: _aware(getattr(self, c.name)) for c in self.__table__.columns}
+
+
+def _aware(value: Any) -> Any:
+    # SQLite hands datetimes back naive; they were written in UTC.
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+class Database:
+    def __init__(self, url: str):
+        kwargs: dict[str, Any] = {"json_serializer": lambda v: json.dumps(v, default=str)}
+        if url.startswith("sqlite"):
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        self.engine = create_engine(url, **kwargs)
+        Base.metadata.create_all(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions() as session, session.begin():
+            yield session
+
+    def get(self, study_id: str) -> Study | None:
+        with self.session() as s:
+            return s.get(Study, study_id)
+
+    def add(self, study: Study) -> None:
+        with self.session() as s:
+            s.add(study)
+
+    def update(self, study_id: str, **values: Any) -> Study | None:
+        with self.session() as s:
+            study = s.get(Study, study_id)
+            if study is None:
+                return None
+            for key, value in values.items():
+                setattr(study, key, value)
+            study.updated_at = utcnow()
+            if values.get("state") in FINAL_STATES and study.ended_at is None:
+                study.ended_at = study.updated_at
+            if values.get("state") == "running" and study.started_at is None:
+                study.started_at = study.updated_at
+            return study
+
+    def delete(self, study_id: str) -> None:
+        with self.session() as s:
+            study = s.get(Study, study_id)
+            if study is not None:
+                s.delete(study)
+
+    def list(self, state: str | None = None, offset: int = 0, limit: int = 50) -> tuple[list[Study], int]:
+        with self.session() as s:
+            query = select(Study)
+            count = select(func.count()).select_from(Study)
+            if state:
+                query, count = query.where(Study.state == state), count.where(Study.state == state)
+            total = s.scalar(count) or 0
+            rows = s.scalars(query.order_by(Study.created_at.desc(), Study.id).offset(offset).limit(limit))
+            return list(rows), total
+
+    def active(self) -> list[Study]:
+        with self.session() as s:
+            return list(s.scalars(select(Study).where(Study.state.in_(ACTIVE_STATES))))

@@ -1,0 +1,201 @@
+"""Launching studies as Ray jobs (`JobSubmissionClient`) and keeping the studies table in step
+with them.
+
+Ray 2.59+ clusters started by `ray start`/`ray.init` have token auth on: every Jobs API call
+carries `Authorization: Bearer <token>`, the token read from PREFSWEEP_RAY_AUTH_TOKEN,
+$RAY_AUTH_TOKEN, the file $RAY_AUTH_TOKEN_PATH or Ray's default ~/.ray/auth_token. A
+cluster that needs a token we cannot find fails loudly (`RayUnavailable`), never silently.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+from api.db import ACTIVE_STATES, Database
+from api.settings import Settings
+
+log = logging.getLogger("prefsweep.api")
+
+# Ray job status -> study state.
+JOB_STATES = {"PENDING": "pending", "RUNNING": "running", "SUCCEEDED": "finished",
+              "FAILED": "failed", "STOPPED": "cancelled"}
+
+
+class RayUnavailable(RuntimeError):
+    """The Ray Jobs API cannot be reached or refuses us (503 to API clients)."""
+
+
+class JobNotFound(LookupError):
+    pass
+
+
+def ray_auth_token(settings: Settings) -> str | None:
+    if settings.ray_auth_token:
+        return settings.ray_auth_token.strip()
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return os.environ["RAY_AUTH_TOKEN"].strip()
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
+    return path.read_text().strip() if path.is_file() else None
+
+
+def _reachable(url: str, token: str | None) -> bool:
+    request = urllib.request.Request(url + "/api/version")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=3):
+            return True
+    except urllib.error.HTTPError:
+        return True  # something answers (e.g. 401): the dashboard is up
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def start_local_ray(port: int) -> None:
+    """`ray start --head` with the dashboard on 127.0.0.1:PORT and token auth on. The cluster
+    outlives the service, so a restarted service finds its jobs again."""
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    if env["RAY_AUTH_MODE"] == "token":
+        # `ray start` uses a token but never creates one (ray.init does); make it like ray.init would.
+        subprocess.run([ray_bin, "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
+    log.info("starting a local Ray head (dashboard 127.0.0.1:%s)", port)
+    proc = subprocess.run(
+        [ray_bin, "start", "--head", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+         f"--dashboard-port={port}", "--disable-usage-stats"],
+        env=env, capture_output=True, text=True,
+    )
+    if proc.returncode != 0:
+        raise RayUnavailable(f"could not start a local Ray head: {proc.stderr.strip()[-1500:]}")
+
+
+class RayJobs:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._client = None
+        self._lock = threading.Lock()
+
+    @property
+    def address(self) -> str:
+        return (self.settings.ray_address or f"http://127.0.0.1:{self.settings.local_ray_dashboard_port}").rstrip("/")
+
+    def client(self):
+        from ray.job_submission import JobSubmissionClient
+
+        with self._lock:
+            if self._client is not None:
+                return self._client
+            token = ray_auth_token(self.settings)
+            address = self.address
+            if not address.startswith(("http://", "https://")):
+                address = "http://" + address
+            if not self.settings.ray_address and not _reachable(address, token):
+                start_local_ray(self.settings.local_ray_dashboard_port)
+                token = ray_auth_token(self.settings)
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            try:
+                self._client = JobSubmissionClient(address, headers=headers)
+            except Exception as exc:  # ConnectionError, AuthenticationError, ...
+                raise RayUnavailable(self._explain(exc, token)) from exc
+            return self._client
+
+    def _explain(self, exc: Exception, token: str | None) -> str:
+        text = f"Ray Jobs API at {self.address}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        if "401" in str(exc) or "Authentication" in type(exc).__name__ or "Authentication" in str(exc):
+            text += (" - the cluster wants a token: set PREFSWEEP_RAY_AUTH_TOKEN or RAY_AUTH_TOKEN"
+                     if not token else " - the token was refused")
+        return text
+
+    def _call(self, fn, *args, **kwargs):
+        try:
+            return fn(self.client(), *args, **kwargs)
+        except (JobNotFound, RayUnavailable):
+            raise
+        except RuntimeError as exc:
+            if "status code 404" in str(exc) or "does not exist" in str(exc):
+                raise JobNotFound(str(exc)) from exc
+            raise RayUnavailable(self._explain(exc, None)) from exc
+        except Exception as exc:
+            with self._lock:
+                self._client = None  # reconnect next time
+            raise RayUnavailable(self._explain(exc, None)) from exc
+
+    def entrypoint(self, config_path: Path) -> str:
+        command = self.settings.job_command or f"{shlex.quote(sys.executable)} -m sweep"
+        return f"{command} run {shlex.quote(str(config_path))}"
+
+    def submit(self, study_id: str, config_path: Path, owner: str) -> str:
+        submission_id = f"prefsweep-{study_id}-{uuid.uuid4().hex[:8]}"
+        env = {"PYTHONUNBUFFERED": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+        if os.environ.get("PATH"):
+            env["PATH"] = os.environ["PATH"]
+        self._call(lambda c: c.submit_job(
+            entrypoint=self.entrypoint(config_path), submission_id=submission_id,
+            runtime_env={"env_vars": env},
+            metadata={"prefsweep.study": study_id, "prefsweep.owner": owner},
+        ))
+        return submission_id
+
+    def status(self, submission_id: str) -> tuple[str, str | None]:
+        info = self._call(lambda c: c.get_job_info(submission_id))
+        return str(getattr(info.status, "value", info.status)), info.message
+
+    def stop(self, submission_id: str) -> None:
+        self._call(lambda c: c.stop_job(submission_id))
+
+    def logs(self, submission_id: str) -> str:
+        return self._call(lambda c: c.get_job_logs(submission_id))
+
+
+def reconcile(db: Database, jobs: RayJobs, study_id: str | None = None) -> None:
+    """Bring unfinished studies in line with their Ray jobs. Ray unreachable: leave them."""
+    studies = db.active() if study_id is None else [s for s in db.active() if s.id == study_id]
+    for study in studies:
+        if not study.submission_id:
+            continue
+        try:
+            status, message = jobs.status(study.submission_id)
+        except JobNotFound:
+            db.update(study.id, state="interrupted",
+                      error="the Ray job is gone (cluster restarted?); `prefsweep resume` continues the study")
+            continue
+        except RayUnavailable as exc:
+            log.warning("reconcile %s: %s", study.id, exc)
+            return
+        state = JOB_STATES.get(status, study.state)
+        if state == study.state:
+            continue
+        error = None
+        if state == "failed":
+            error = (message or "the Ray job failed") + _log_tail(jobs, study.submission_id)
+        db.update(study.id, state=state, error=error)
+
+
+def _log_tail(jobs: RayJobs, submission_id: str, lines: int = 15) -> str:
+    try:
+        text = jobs.logs(submission_id)
+    except (JobNotFound, RayUnavailable):
+        return ""
+    tail = [ln for ln in text.splitlines() if ln.strip()][-lines:]
+    return ("\n" + "\n".join(tail))[-3000:] if tail else ""
+
+
+def wait_active_settled(db: Database, jobs: RayJobs, timeout: float = 0.0) -> int:
+    """Reconcile, then count studies still pending or running."""
+    reconcile(db, jobs)
+    deadline = time.time() + timeout
+    while True:
+        count = sum(s.state in ACTIVE_STATES for s in db.active())
+        if count == 0 or time.time() >= deadline:
+            return count
+        time.sleep(0.5)
+        reconcile(db, jobs)
