@@ -1,0 +1,73 @@
+"""The shared reference cache on a real Ray cluster: a 4-trial sweep runs exactly one
+reference pass (counted in the study's pass records and on the MLflow parent run), every
+trial reads the same entry, and a trial's numbers equal those of a run with a live
+reference (`prefsweep train` runs one, the cache off) to float tolerance."""
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import yaml
+
+from mlflow import MlflowClient
+
+from sweep import refcache
+
+pytestmark = pytest.mark.ray
+
+WORDS = "the a cat dog sky blue green tea coffee run walk good bad please thanks help garden bread".split()
+
+
+def runs_by_kind(storage, kind: str) -> list:
+    client = MlflowClient(tracking_uri=f"sqlite:///{storage}/mlflow.db")
+    experiment = client.get_experiment_by_name("prefsweep")
+    return client.search_runs([experiment.experiment_id], filter_string=f"tags.`prefsweep.kind` = '{kind}'")
+
+
+def write_pairs(path, n: int, seed: int) -> None:
+    rng = random.Random(seed)
+    text = lambda k: " ".join(rng.choice(WORDS) for _ in range(k))  # noqa: E731
+    with path.open("w") as f:
+        for _ in range(n):
+            f.write(json.dumps({"prompt": text(rng.randint(2, 10)), "chosen": " " + text(rng.randint(1, 16)),
+                                "rejected": " " + text(rng.randint(1, 16))}) + "\n")
+
+
+def test_four_trials_one_reference_pass_same_numbers_as_live(cli, tmp_path):
+    storage = tmp_path / "runs"
+    write_pairs(tmp_path / "train.jsonl", 48, seed=1)
+    write_pairs(tmp_path / "eval.jsonl", 16, seed=2)
+    config = {
+        "name": "refcache",
+        "data": {"train": {"path": str(tmp_path / "train.jsonl")}, "eval": {"path": str(tmp_path / "eval.jsonl")},
+                 "format": "paired", "max_length": 64, "max_prompt_length": 24},
+        "objective": {"name": "dpo", "beta": 0.1},
+        "train": {"learning_rate": 1e-3, "per_device_batch_size": 4, "max_steps": 12, "eval_every": 12,
+                  "logging_steps": 12, "seed": 0},
+        "sweep": {"method": "grid", "num_trials": 4, "max_concurrent_trials": 2, "early_terminate": None,
+                  "metric": {"name": "eval/rewards/accuracies", "goal": "maximize"},
+                  "parameters": {"objective.beta": {"values": [0.1, 0.3]},
+                                 "train.learning_rate": {"values": [1e-3, 1e-4]}}},
+        "storage": {"path": str(storage)},
+    }
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(config))
+    cli("run", str(path))
+
+    study = str(storage / "refcache")
+    assert refcache.count_passes(study) == 1
+    (parent,) = runs_by_kind(storage, "study")
+    assert parent.data.tags[refcache.PASSES_TAG] == "1"
+    trials = runs_by_kind(storage, "trial")
+    assert len(trials) == 4
+    notes = {t.data.tags[refcache.CACHE_TAG] for t in trials}
+    assert len(notes) == 1 and notes.pop().startswith("on: ")  # all four read the one entry
+
+    # The same hyperparameters with a live reference: `prefsweep train` with the cache off.
+    cli("train", str(path), "--set", "name=live", "--set", "train.reference_cache=false")
+    (live,) = runs_by_kind(storage, "train")
+    (twin,) = [t for t in trials if t.data.params["swept.objective.beta"] == "0.1"
+               and float(t.data.params["swept.train.learning_rate"]) == 1e-3]
+    for name in ("loss", "rewards/margins", "eval/loss", "eval/rewards/margins", "eval/logps/chosen"):
+        assert twin.data.metrics[name] == pytest.approx(live.data.metrics[name], rel=1e-4, abs=1e-5), name
