@@ -153,6 +153,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if rank == 0 and loop_config.get("mlflow_run_id"):
         from sweep.tracking import StepLogger
         logger = StepLogger(loop_config["tracking_uri"], loop_config["mlflow_run_id"])
+        record_node(logger)
 
     accum = cfg.train.gradient_accumulation_steps
     batches = _epochs(train_loader, start_epoch=(start_step * accum) // max(1, len(train_loader)))
@@ -210,6 +211,18 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             if rank == 0:
                 _say(progress_line(cfg, done, {k: v for k, v in metrics.items() if k.startswith("eval/")}))
             _report(metrics, policy, tokenizer, optimizer, scheduler, cfg, rank, done)
+
+
+NODE_TAG, NODES_TAG = "prefsweep.node_id", "prefsweep.nodes"
+
+
+def record_node(logger) -> None:
+    """Tag the run with the Ray node rank 0 runs on; `prefsweep.nodes` lists the node of every
+    attempt in order, so a trial restarted elsewhere after a node loss shows both."""
+    node = ray.get_runtime_context().get_node_id()
+    earlier = logger.client.get_run(logger.run_id).data.tags.get(NODES_TAG, "")
+    logger.client.set_tag(logger.run_id, NODE_TAG, node)
+    logger.client.set_tag(logger.run_id, NODES_TAG, ",".join([n for n in earlier.split(",") if n] + [node]))
 
 
 def _report(metrics, policy, tokenizer, optimizer, scheduler, cfg, rank, step) -> None:

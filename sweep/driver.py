@@ -83,11 +83,16 @@ def _scheduler(cfg: PrefsweepConfig):
     )
 
 
+TRIAL_MEMORY = 64 * 1024**2  # bytes reserved per trial function (logical)
+
+
 def _trainable(record: StudyRecord, data: Any):
     study = {**record.__dict__, "dir": study_dir(record.cfg.resolved_storage(), record.name)}
-    # The trial function only waits on its TorchTrainer; the workers hold the CPUs/GPUs
-    # (Tune refuses an all-zero request, hence a sliver).
-    return tune.with_resources(tune.with_parameters(run_trial, study=study, data=data), {"CPU": 0.01})
+    # The trial function only waits on its TorchTrainer; the workers hold the CPUs/GPUs.
+    # Tune refuses an all-zero request, hence a sliver, of memory: a CPU sliver would leave
+    # the node it lands on short of a whole CPU, so on a cluster whose nodes have exactly
+    # the CPUs of a worker group no worker group would ever fit (a deadlock).
+    return tune.with_resources(tune.with_parameters(run_trial, study=study, data=data), {"memory": TRIAL_MEMORY})
 
 
 def _searcher(cfg: PrefsweepConfig, url: str) -> OptunaSearch:
