@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field, create_model
 
 from api import schemas
-from api.db import ACTIVE_STATES, FINAL_STATES, STATES, Database, Study
+from api.db import FINAL_STATES, STATES, Database, Study
 from api.jobs import JobNotFound, RayJobs, RayUnavailable, reconcile
 from api.security import require_token, prepare_config
 from api.serving import GenerationParams, Generator, NoCheckpoint
@@ -30,10 +30,12 @@ YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yam
 MAX_BODY = 1 << 20
 StudyId = Annotated[str, PathParam(pattern=NAME_PATTERN.pattern, description="Study id (= study name).")]
 Auth = [Depends(require_token)]
+SSE_EVENT = {"type": "object", "required": ["data"], "properties": {
+    "event": {"type": "string", "enum": ["meta", "message", "done"]}, "data": {"type": "string", "description": "JSON"}}}
 
 
 def _errors(*codes: int) -> dict:
-    text = {401: "Missing or wrong bearer token", 404: "No such study", 409: "Conflict with the study's state",
+    text = {400: "Body is not parseable JSON", 401: "Missing or wrong bearer token", 404: "No such study", 409: "Conflict with the study's state",
             413: "Body too large", 415: "Unsupported content type", 429: "Too many running studies",
             503: "Ray is unreachable"}
     return {c: {"model": schemas.Problem, "description": text[c]} for c in codes}
@@ -114,7 +116,7 @@ def create_app(settings: Settings) -> FastAPI:
                 "ray_address": jobs.address, "studies_active": len(db.active())}
 
     @app.get("/studies", response_model=schemas.StudyPage)
-    def list_studies(state: Literal[STATES] | None = None, offset: Annotated[int, Query(ge=0)] = 0,
+    def list_studies(state: Literal[STATES] | None = None, offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
                      limit: Annotated[int, Query(ge=1, le=200)] = 50):
         reconcile(db, jobs)
         rows, total = db.list(state, offset, limit)
@@ -138,6 +140,7 @@ def create_app(settings: Settings) -> FastAPI:
             if len(db.active()) >= settings.max_running_studies:
                 raise HTTPException(429, f"{settings.max_running_studies} studies are pending or running "
                                          "(PREFSWEEP_MAX_RUNNING_STUDIES); try again when one ends")
+            prepare_stores(cfg)
             path = settings.configs_dir / f"{cfg.name}.yaml"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(dump_yaml(cfg))
@@ -228,7 +231,7 @@ def create_app(settings: Settings) -> FastAPI:
         return GenerationParams(**body.model_dump())
 
     @app.post("/studies/{study_id}/generate", response_model=schemas.Generated, dependencies=Auth,
-              responses=_errors(401, 404, 409))
+              responses=_errors(400, 401, 404, 409))
     def generate(study_id: StudyId, body: GenerateIn):
         params = params_of(body, study_id)
         try:
@@ -237,9 +240,10 @@ def create_app(settings: Settings) -> FastAPI:
             raise HTTPException(409, f"no checkpoint to serve yet: {exc}") from None
 
     @app.post("/studies/{study_id}/generate/stream", dependencies=Auth, responses={
-        **_errors(401, 404, 409),
-        200: {"description": "Server-sent events: `data: {\"text\": ...}` per piece, then `event: done`.",
-              "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
+        **_errors(400, 401, 404, 409),
+        200: {"description": "Server-sent events: `event: meta` (data: {trial_id}), then one unnamed event per "
+                             "piece of text (data: {text}), then `event: done`.",
+              "content": {"text/event-stream": {"schema": SSE_EVENT}}}})
     def generate_stream(study_id: StudyId, body: GenerateIn):
         params = params_of(body, study_id)
         try:
@@ -276,6 +280,18 @@ def openapi_with_config(app: FastAPI) -> dict:
         components["PrefsweepConfig"] = config
         app.openapi_schema = schema
     return app.openapi_schema
+
+
+def prepare_stores(cfg) -> None:
+    """Create the MLflow and Optuna databases (and the experiment) here, one launch at a time:
+    two sweeps starting at once on a fresh SQLite file would both run its schema migrations."""
+    import optuna
+
+    from sweep import tracking
+    from sweep.study import optuna_url
+
+    tracking.ensure_experiment(cfg, tracking.tracking_uri(cfg))
+    optuna.storages.RDBStorage(optuna_url(cfg))
 
 
 def parse_config_body(raw: bytes, content_type: str) -> dict:

@@ -14,13 +14,12 @@ import shlex
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
 
-from api.db import ACTIVE_STATES, Database
+from api.db import Database
 from api.settings import Settings
 
 log = logging.getLogger("prefsweep.api")
@@ -175,8 +174,8 @@ def reconcile(db: Database, jobs: RayJobs, study_id: str | None = None) -> None:
         if state == study.state:
             continue
         error = None
-        if state == "failed":
-            error = (message or "the Ray job failed") + _log_tail(jobs, study.submission_id)
+        if state == "failed":  # Ray's message may carry a long log excerpt: keep its end
+            error = (message or "the Ray job failed")[-1500:] + _log_tail(jobs, study.submission_id)
         db.update(study.id, state=state, error=error)
 
 
@@ -187,15 +186,3 @@ def _log_tail(jobs: RayJobs, submission_id: str, lines: int = 15) -> str:
         return ""
     tail = [ln for ln in text.splitlines() if ln.strip()][-lines:]
     return ("\n" + "\n".join(tail))[-3000:] if tail else ""
-
-
-def wait_active_settled(db: Database, jobs: RayJobs, timeout: float = 0.0) -> int:
-    """Reconcile, then count studies still pending or running."""
-    reconcile(db, jobs)
-    deadline = time.time() + timeout
-    while True:
-        count = sum(s.state in ACTIVE_STATES for s in db.active())
-        if count == 0 or time.time() >= deadline:
-            return count
-        time.sleep(0.5)
-        reconcile(db, jobs)

@@ -31,7 +31,8 @@ class ConfigProblem(BaseModel):
     loc: list[str | int]
     msg: str
     type: str
-    field: str = Field(description="Dotted config path, as `prefsweep validate` names it.")
+    field: str | None = Field(None, description="Dotted config path, as `prefsweep validate` names it "
+                              "(config problems; absent for query-parameter errors).")
 
 
 class ConfigProblems(BaseModel):

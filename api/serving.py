@@ -13,7 +13,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from api.settings import Settings
@@ -147,7 +146,3 @@ class Generator:
 
         threading.Thread(target=run, daemon=True, name=f"generate-{name}").start()
         return loaded.trial_id, iter(streamer)
-
-
-def exports_of(settings: Settings, name: str) -> Path:
-    return settings.exports_dir / name

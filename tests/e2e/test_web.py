@@ -1,0 +1,106 @@
+"""The web page in headless Chromium (Debian's /usr/bin/chromium driven by Python playwright;
+no browser download): it lists the finished demo study, shows its trials, curves and
+parallel coordinates, refuses a bad launch with the field named, and the chat box gets a
+reply from the best checkpoint. Screenshots go to test-artifacts/ (gitignored)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+try:
+    from .api_service import DEMO, REPO, TOKEN, Service, shared_base, wait_for_demo_data
+except ImportError:  # tests/e2e is not a package: pytest put it on sys.path
+    from api_service import DEMO, REPO, TOKEN, Service, shared_base, wait_for_demo_data
+
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = REPO / "test-artifacts"
+
+pytestmark = [
+    pytest.mark.ray,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
+                       "(scripts/system-packages.sh installs it; CI runs this test)"),
+]
+
+
+@pytest.fixture(scope="module")
+def service(ray_cluster, tmp_path_factory):
+    pytest.importorskip("playwright.sync_api", reason="needs the python playwright package (test extra)")
+    wait_for_demo_data()
+    svc = Service(shared_base(tmp_path_factory), ray_cluster["dashboard"]).start()
+    svc.ensure_demo()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture
+def page(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    profile = tmp_path / "chromium-profile"  # fresh --user-data-dir
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(profile), executable_path=str(CHROMIUM), headless=True, args=FLAGS,
+            viewport={"width": 1280, "height": 900})
+        pg = context.pages[0] if context.pages else context.new_page()
+        pg.errors = []
+        pg.on("pageerror", lambda exc: pg.errors.append(str(exc)))
+        pg.set_default_timeout(30_000)
+        try:
+            yield pg
+        finally:
+            context.close()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_page_study_trials_and_chat(service, page):
+    page.goto(service.url + "/")
+    row = page.locator(f"tr[data-study='{DEMO}']")
+    row.wait_for()
+    assert "finished" in row.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "web-studies.png"), full_page=True)
+
+    row.locator("a").click()
+    page.wait_for_url(f"**/#/study/{DEMO}")
+    page.locator("#trials tbody tr").nth(1).wait_for()
+    trials = page.locator("#trials tbody tr")
+    assert trials.count() == 2
+    assert all("finished" in trials.nth(i).inner_text() for i in range(2))
+    assert page.locator("#study-state").inner_text() == "finished"
+    assert page.locator("#curves svg path").count() == 2  # one curve per trial
+    assert page.locator("#loss svg path").count() == 2
+    assert page.locator("#parcoords svg polyline").count() == 2
+
+    # Without a token the chat explains; with it, the best checkpoint answers.
+    page.fill("#chat-input", "Can you give me a tip about tea?")
+    page.click("#chat-send")
+    page.locator(".msg-model.failed").wait_for()
+    assert "token" in page.locator(".msg-model.failed").inner_text()
+    page.fill("#token", TOKEN)
+    page.dispatch_event("#token", "change")
+    page.fill("#chat-input", "Can you give me a tip about tea?")
+    page.click("#chat-send")
+    reply = page.locator(".msg-model.done")
+    reply.wait_for(timeout=120_000)
+    text = reply.locator("span").inner_text()
+    assert text and not text.startswith("error")
+    page.screenshot(path=str(ARTIFACTS / "web-study.png"), full_page=True)
+    assert page.errors == []
+
+
+def test_launch_form_names_bad_field(service, page):
+    page.goto(service.url + "/#/launch")
+    page.fill("#token", TOKEN)
+    page.dispatch_event("#token", "change")
+    yaml_text = page.input_value("#yaml").replace("data/demo/train.jsonl", "/etc/passwd")
+    page.fill("#yaml", yaml_text)
+    page.click("#launch")
+    problem = page.locator("#problems li").first
+    problem.wait_for()
+    assert "data.train.path" in problem.inner_text() and "outside the allowed data roots" in problem.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "web-launch-422.png"))
+    assert page.errors == []

@@ -1,0 +1,322 @@
+"""REST service without Ray: auth, config validation (422), path policy, limits, persistence
+and reconciliation logic. One real uvicorn on a free port (real HTTP); Ray's address points
+at a closed port, so anything that reaches Ray answers 503."""
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+import yaml
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.db import Database, Study
+from api.jobs import JobNotFound, RayUnavailable, ray_auth_token, reconcile
+from api.security import token_ok
+from api.server import check_can_serve
+from api.settings import from_env
+
+TOKEN = "unit-test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory):
+    base = tmp_path_factory.mktemp("api")
+    data = base / "data"
+    (data / "demo").mkdir(parents=True)
+    for split in ("train", "eval"):
+        (data / "demo" / f"{split}.jsonl").write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
+    secret = base / "secret"
+    secret.mkdir()
+    (secret / "train.jsonl").write_text("{}\n")
+    (data / "escape").symlink_to(secret)  # inside the root by name, outside by target
+    return base
+
+
+def settings_for(base: Path, **overrides):
+    values = dict(api_token=TOKEN, workdir=str(base), data_dir=str(base / "svc"), storage_path=str(base / "runs"),
+                  ray_address=f"http://127.0.0.1:{free_port()}", data_roots=[str(base / "data")])
+    values.update(overrides)
+    return from_env({}, **values)
+
+
+@pytest.fixture(scope="module")
+def server(roots):
+    settings = settings_for(roots)
+    app = create_app(settings)
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert srv.started, "uvicorn did not start"
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        client.app_state = app.state
+        yield client
+    srv.should_exit = True
+    thread.join(10)
+
+
+def demo_config(name: str = "unit", **sections) -> dict:
+    cfg = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+    cfg["name"] = name
+    cfg["train"].update(max_steps=40, eval_every=20)
+    cfg["sweep"].update(num_trials=2, early_terminate=None)
+    for key, value in sections.items():
+        cfg.setdefault(key, {}).update(value)
+    return cfg
+
+
+def fields(response) -> list[str]:
+    assert response.status_code == 422, response.text
+    return [p["field"] for p in response.json()["detail"]]
+
+
+# ------------------------------------------------------------------ basics
+
+def test_health_docs_page(server):
+    health = server.get("/healthz")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert server.get("/docs").status_code == 200
+    paths = server.get("/openapi.json").json()["paths"]
+    for path in ("/studies", "/studies/{study_id}", "/studies/{study_id}/trials", "/studies/{study_id}/best",
+                 "/studies/{study_id}/cancel", "/studies/{study_id}/logs", "/studies/{study_id}/generate",
+                 "/studies/{study_id}/generate/stream", "/healthz"):
+        assert path in paths
+    page = server.get("/")
+    assert page.status_code == 200 and "prefsweep" in page.text
+    assert server.get("/static/app.js").status_code == 200
+    assert "cdn" not in page.text.lower() and "https://" not in page.text
+
+
+@pytest.mark.parametrize("method,path", [
+    ("POST", "/studies"), ("POST", "/studies/x/cancel"), ("POST", "/studies/x/generate"),
+    ("POST", "/studies/x/generate/stream"), ("GET", "/studies/x/logs"),
+])
+@pytest.mark.parametrize("header", [None, "Bearer wrong-token", f"Basic {TOKEN}", "Bearer", TOKEN])
+def test_token_required(server, method, path, header):
+    headers = {"Authorization": header} if header else {}
+    response = server.request(method, path, json=demo_config(), headers=headers)
+    assert response.status_code == 401, response.text
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_token_compare():
+    assert token_ok(f"Bearer {TOKEN}", TOKEN) and token_ok(f"bearer {TOKEN}", TOKEN)
+    assert not token_ok(f"Bearer {TOKEN}x", TOKEN) and not token_ok(None, TOKEN) and not token_ok("Bearer ", "")
+
+
+def test_read_routes_are_open_and_404(server):
+    assert server.get("/studies").json() == {"items": [], "total": 0, "offset": 0, "limit": 50}
+    for path in ("/studies/nope", "/studies/nope/trials", "/studies/nope/best"):
+        assert server.get(path).status_code == 404
+    assert server.post("/studies/nope/cancel", headers=AUTH).status_code == 404
+    assert server.get("/studies/a%2F..%2Fb").status_code in (404, 422)
+    assert server.get("/studies?state=bogus").status_code == 422
+    assert server.get("/studies?limit=0").status_code == 422
+    assert server.get("/studies?offset=22243911290915852424052736").status_code == 422  # found by schemathesis
+
+
+# ------------------------------------------------------------------ config validation
+
+def test_422_names_the_field(server):
+    bad = demo_config(train={"max_steps": 0})
+    assert fields(server.post("/studies", json=bad, headers=AUTH)) == ["train.max_steps"]
+    bad = demo_config(objective={"name": "nonsense"})
+    assert "objective.name" in fields(server.post("/studies", json=bad, headers=AUTH))
+    bad = demo_config(train={"bogus_key": 1})
+    assert fields(server.post("/studies", json=bad, headers=AUTH)) == ["train.bogus_key"]
+
+
+def test_yaml_body_and_overrides(server):
+    text = yaml.safe_dump(demo_config(train={"learning_rate": -1.0}))
+    response = server.post("/studies", content=text, headers={**AUTH, "Content-Type": "application/yaml"})
+    assert fields(response) == ["train.learning_rate"]
+    response = server.post("/studies", params={"set": "sweep.num_trials=0"}, json=demo_config(), headers=AUTH)
+    assert fields(response) == ["sweep.num_trials"]
+    response = server.post("/studies", content="a: &x [1]\nb: *x\n",
+                           headers={**AUTH, "Content-Type": "text/yaml"})
+    assert fields(response) == ["(body)"]
+
+
+def test_bad_bodies(server):
+    assert fields(server.post("/studies", content=b"{not json", headers={**AUTH, "Content-Type": "application/json"})) == ["(body)"]
+    assert fields(server.post("/studies", json=[1, 2], headers=AUTH)) == ["(root)"]
+    assert server.post("/studies", content=b"x", headers={**AUTH, "Content-Type": "text/plain"}).status_code == 415
+    big = b'{"name": "' + b"x" * (1 << 20) + b'"}'
+    assert server.post("/studies", content=big, headers={**AUTH, "Content-Type": "application/json"}).status_code == 413
+
+
+# ------------------------------------------------------------------ path / policy
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "../secret/train.jsonl", "data/../secret/train.jsonl",
+                                  "data/escape/train.jsonl", "~/x.jsonl", "file:///etc/passwd", "s3://b/k"])
+def test_paths_outside_roots_refused(server, path):
+    response = server.post("/studies", json=demo_config(data={"train": {"path": path}}), headers=AUTH)
+    assert fields(response) == ["data.train.path"]
+    assert "outside the allowed data roots" in response.text or "remote URIs" in response.text
+
+
+def test_local_model_outside_roots_refused(server, roots):
+    response = server.post("/studies", json=demo_config(model={"name_or_path": str(roots / "secret")}), headers=AUTH)
+    assert fields(response) == ["model.name_or_path"]
+    response = server.post("/studies", json=demo_config(model={"ref_name_or_path": "../secret"}), headers=AUTH)
+    assert fields(response) == ["model.ref_name_or_path"]
+
+
+def test_missing_file_inside_roots(server):
+    response = server.post("/studies", json=demo_config(data={"eval": {"path": "data/demo/nope.jsonl"}}), headers=AUTH)
+    assert fields(response) == ["data.eval.path"] and "no such file" in response.text
+
+
+def test_server_owned_settings(server):
+    cfg = demo_config(model={"trust_remote_code": True})
+    assert fields(server.post("/studies", json=cfg, headers=AUTH)) == ["model.trust_remote_code"]
+    for section, key in (("storage", "path"), ("storage", "optuna_url"), ("tracking", "mlflow_tracking_uri")):
+        cfg = demo_config(**{section: {key: "sqlite:////tmp/elsewhere.db" if "url" in key or "uri" in key else "/tmp/x"}})
+        assert fields(server.post("/studies", json=cfg, headers=AUTH)) == [f"{section}.{key}"]
+    cfg = demo_config()
+    cfg["sweep"]["parameters"]["data.train.path"] = {"values": ["/etc/passwd"]}
+    assert "sweep.parameters.data.train.path" in fields(server.post("/studies", json=cfg, headers=AUTH))
+    cfg = demo_config()
+    cfg["sweep"]["parameters"]["data"] = {"value": {"train": {"path": "/etc/passwd"}}}
+    assert "sweep.parameters.data" in fields(server.post("/studies", json=cfg, headers=AUTH))
+    cfg = demo_config()
+    cfg["sweep"]["parameters"]["model.trust_remote_code"] = {"values": [False, True]}
+    assert fields(server.post("/studies", json=cfg, headers=AUTH)) == ["sweep.parameters.model.trust_remote_code"]
+
+
+def test_trust_remote_code_when_allowed(roots):
+    from api.security import prepare_config
+
+    cfg = prepare_config(demo_config(model={"trust_remote_code": True}), [],
+                         settings_for(roots, allow_trust_remote_code=True))
+    assert cfg.model.trust_remote_code
+    assert cfg.data.train.path == str(roots / "data" / "demo" / "train.jsonl")  # absolute for the job
+    assert cfg.storage.path == str(roots / "runs")
+
+
+# ------------------------------------------------------------------ launching without Ray
+
+def test_ray_down_is_503_and_leaves_nothing(server):
+    response = server.post("/studies", json=demo_config("nora"), headers=AUTH)
+    assert response.status_code == 503 and "Ray" in response.json()["detail"]
+    assert server.get("/studies/nora").status_code == 404  # the name stays free
+
+
+def test_duplicate_is_409(server):
+    db: Database = server.app_state.db
+    db.add(Study(id="taken", name="taken", config=demo_config("taken"), owner="x", state="finished"))
+    response = server.post("/studies", json=demo_config("taken"), headers=AUTH)
+    assert response.status_code == 409
+    listed = server.get("/studies", params={"state": "finished"}).json()
+    assert [s["id"] for s in listed["items"]] == ["taken"] and listed["items"][0]["best_value"] is None
+    assert server.post("/studies/taken/cancel", headers=AUTH).status_code == 409  # already ended
+    assert server.get("/studies/taken/best").status_code == 404
+    response = server.post("/studies/taken/generate", json={"prompt": "hi"}, headers=AUTH)
+    assert response.status_code == 409
+
+
+def test_generation_limits(server):
+    for body in ({"prompt": ""}, {"prompt": "x" * 2001}, {"prompt": "hi", "max_new_tokens": 257},
+                 {"prompt": "hi", "temperature": -1}, {"prompt": "hi", "top_p": 0}):
+        assert server.post("/studies/taken/generate", json=body, headers=AUTH).status_code == 422, body
+
+
+def test_too_many_running_is_429(roots):
+    settings = settings_for(roots, data_dir=str(roots / "svc429"), max_running_studies=1)
+    with TestClient(create_app(settings)) as client:
+        client.app.state.db.add(Study(id="busy", name="busy", config=demo_config("busy"), owner="x",
+                                      state="running", submission_id=None))
+        response = client.post("/studies", json=demo_config("another"), headers=AUTH)
+        assert response.status_code == 429
+
+
+# ------------------------------------------------------------------ reconciliation
+
+class FakeJobs:
+    def __init__(self, statuses):
+        self.statuses = statuses
+
+    def status(self, submission_id):
+        value = self.statuses[submission_id]
+        if isinstance(value, Exception):
+            raise value
+        return value, "message from Ray"
+
+    def logs(self, submission_id):
+        return "line 1\nTraceback: boom\n"
+
+
+def test_reconcile_maps_ray_job_states(tmp_path):
+    db = Database(f"sqlite:///{tmp_path}/s.db")
+    cases = {"a": ("SUCCEEDED", "finished"), "b": ("FAILED", "failed"), "c": ("STOPPED", "cancelled"),
+             "d": ("RUNNING", "running"), "e": (JobNotFound("gone"), "interrupted")}
+    for name in cases:
+        db.add(Study(id=name, name=name, config={}, owner="x", state="pending", submission_id=f"sub-{name}"))
+    reconcile(db, FakeJobs({f"sub-{n}": status for n, (status, _) in cases.items()}))
+    for name, (_, state) in cases.items():
+        assert db.get(name).state == state, name
+    assert "boom" in db.get("b").error and db.get("a").ended_at is not None and db.get("d").started_at
+    db.add(Study(id="f", name="f", config={}, owner="x", state="running", submission_id="sub-f"))
+    reconcile(db, FakeJobs({"sub-d": RayUnavailable("down"), "sub-f": RayUnavailable("down")}))
+    assert db.get("f").state == "running"  # unknown stays as it was
+
+
+# ------------------------------------------------------------------ settings and startup
+
+def test_settings_from_env(tmp_path):
+    env = {"PREFSWEEP_API_TOKEN": "t", "PREFSWEEP_MAX_RUNNING_STUDIES": "3", "PREFSWEEP_WORKDIR": str(tmp_path),
+           "PREFSWEEP_DATA_ROOTS": f"data:{tmp_path}/more", "PREFSWEEP_ALLOW_TRUST_REMOTE_CODE": "yes",
+           "PREFSWEEP_DB_URL": ""}
+    s = from_env(env)
+    assert s.api_token == "t" and s.max_running_studies == 3 and s.allow_trust_remote_code
+    assert s.data_roots == [tmp_path / "data", tmp_path / "more"]
+    assert s.database_url == f"sqlite:///{tmp_path}/runs/.api/prefsweep-api.db"
+    with pytest.raises(ValueError):
+        from_env({"PREFSWEEP_ALLOW_TRUST_REMOTE_CODE": "maybe"})
+
+
+def test_generated_token_is_kept(tmp_path):
+    s = from_env({}, workdir=str(tmp_path))
+    token, generated = s.ensure_token()
+    assert generated and len(token) > 20 and oct((tmp_path / "runs/.api/api_token").stat().st_mode)[-3:] == "600"
+    assert from_env({}, workdir=str(tmp_path)).ensure_token() == (token, False)
+
+
+def test_ray_token_sources(tmp_path, monkeypatch):
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    (tmp_path / "tok").write_text("from-file\n")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "tok"))
+    assert ray_auth_token(from_env({})) == "from-file"
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "from-env")
+    assert ray_auth_token(from_env({})) == "from-env"
+    assert ray_auth_token(from_env({}, ray_auth_token="explicit")) == "explicit"
+
+
+def test_refuses_public_host_without_token(tmp_path):
+    with pytest.raises(SystemExit):
+        check_can_serve("0.0.0.0", from_env({}, workdir=str(tmp_path)))
+    check_can_serve("0.0.0.0", from_env({}, workdir=str(tmp_path), api_token="t"))
+    check_can_serve("127.0.0.1", from_env({}, workdir=str(tmp_path)))
+    proc = subprocess.run([sys.executable, "-m", "sweep", "serve", "--host", "0.0.0.0", "--port", str(free_port())],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert proc.returncode != 0 and "PREFSWEEP_API_TOKEN" in proc.stderr
