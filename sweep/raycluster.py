@@ -4,8 +4,30 @@ needs to release stopped trials' workers (ray#54305)."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import ray
+
+
+def token_available() -> bool:
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
+    return bool(os.environ.get("RAY_AUTH_TOKEN")) or path.is_file()
+
+
+def use_token_auth_if_available() -> None:
+    """Ray 2.59+ clusters check a token, but a client that imported ray before RAY_AUTH_MODE
+    was set sends none (ray caches its config at import) and is refused. Where a token is at
+    hand and the user chose no mode, switch this process to token mode the way `ray start`
+    does; an explicit RAY_AUTH_MODE is left alone."""
+    if "RAY_AUTH_MODE" in os.environ or not token_available():
+        return
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # a Ray without token auth: nothing to send
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def init_ray(num_cpus: int | None = None) -> None:
@@ -15,10 +37,7 @@ def init_ray(num_cpus: int | None = None) -> None:
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     address = os.environ.get("RAY_ADDRESS")
     if address:
+        use_token_auth_if_available()
         ray.init(address=address, log_to_driver=True)
     else:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, log_to_driver=True)
-
-
-def cluster_cpus() -> float:
-    return float(ray.cluster_resources().get("CPU", 0))
