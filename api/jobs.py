@@ -59,6 +59,14 @@ def _reachable(url: str, token: str | None) -> bool:
         return False
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def start_local_ray(port: int) -> None:
     """`ray start --head` with the dashboard on 127.0.0.1:PORT and token auth on. The cluster
     outlives the service, so a restarted service finds its jobs again."""
@@ -67,12 +75,13 @@ def start_local_ray(port: int) -> None:
     if env["RAY_AUTH_MODE"] == "token":
         # `ray start` uses a token but never creates one (ray.init does); make it like ray.init would.
         subprocess.run([ray_bin, "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
-    log.info("starting a local Ray head (dashboard 127.0.0.1:%s)", port)
-    proc = subprocess.run(
-        [ray_bin, "start", "--head", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-         f"--dashboard-port={port}", "--disable-usage-stats"],
-        env=env, capture_output=True, text=True,
-    )
+    # Free ports for the GCS and the dashboard agent: other clusters on this machine may hold
+    # the defaults (6379, 52365), and a head whose agent cannot bind accepts no jobs.
+    args = [ray_bin, "start", "--head", f"--port={_free_port()}", "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1", f"--dashboard-port={port}",
+            f"--dashboard-agent-listen-port={_free_port()}", "--disable-usage-stats"]
+    log.info("starting a local Ray head: %s", " ".join(args[1:]))
+    proc = subprocess.run(args, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RayUnavailable(f"could not start a local Ray head: {proc.stderr.strip()[-1500:]}")
 
