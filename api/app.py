@@ -95,12 +95,20 @@ def create_app(settings: Settings) -> FastAPI:
     def storage_of(study: Study) -> str:
         return study.config.get("storage", {}).get("path", settings.storage_path)
 
+    ended: dict[str, tuple] = {}  # name -> (best, progress) of ended studies: they no longer change
+
     def summary(study: Study, status: dict | None = None) -> dict:
+        if status is None and study.name in ended and study.state in FINAL_STATES:
+            status = {"best": ended[study.name][0], "progress": ended[study.name][1]}
         if status is None:
             try:
                 status = service.study_status(study.name, storage_of(study))
             except FileNotFoundError:
                 status = None
+        if status is not None and study.state in FINAL_STATES:
+            if len(ended) > 1000:
+                ended.clear()
+            ended[study.name] = (status["best"], status["progress"])
         metric = study.config["sweep"]["metric"]
         best = (status or {}).get("best")
         return {**study.as_dict(), "metric": metric, "best_value": best["value"] if best else None,
@@ -138,8 +146,9 @@ def create_app(settings: Settings) -> FastAPI:
                 raise HTTPException(409, f"study {cfg.name!r} exists; choose another name")
             reconcile(db, jobs)
             if len(db.active()) >= settings.max_running_studies:
-                raise HTTPException(429, f"{settings.max_running_studies} studies are pending or running "
-                                         "(PREFSWEEP_MAX_RUNNING_STUDIES); try again when one ends")
+                limit = settings.max_running_studies
+                raise HTTPException(429, f"at most {limit} studies may be pending or running at once "
+                                         f"(PREFSWEEP_MAX_RUNNING_STUDIES={limit}); try again when one ends")
             prepare_stores(cfg)
             path = settings.configs_dir / f"{cfg.name}.yaml"
             path.parent.mkdir(parents=True, exist_ok=True)
