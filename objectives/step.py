@@ -6,6 +6,7 @@ numbers they report come from the same code.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Iterator
 
 import torch
@@ -20,6 +21,44 @@ def forward_logits(model: nn.Module, batch: dict[str, Tensor], prefix: str = "")
     return model(
         input_ids=batch[f"{prefix}input_ids"], attention_mask=batch[f"{prefix}attention_mask"], use_cache=False
     ).logits
+
+
+# Models seen to accept a boolean `logits_to_keep` (True) or not (False), so the probe and
+# its fallback happen once per model, not per step.
+_COMPACT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def sequence_logps(model: nn.Module, batch: dict[str, Tensor], prefix: str = "") -> tuple[Tensor, Tensor]:
+    """-> (sum of completion-token log-probs [N], completion-token counts [N]), as
+    `completion_logps(forward_logits(...))` computes them, but only the positions that
+    predict a completion token go through the LM head and the log-softmax (HF's boolean
+    `logits_to_keep`): prompt and pad positions never reach the vocabulary matmul, which
+    for small models and long prompts is a large share of the step. Models that do not take
+    a boolean `logits_to_keep` get the full-logits path."""
+    input_ids, mask = batch[f"{prefix}input_ids"], batch[f"{prefix}completion_mask"]
+    if _COMPACT.get(model, True):
+        keep = torch.zeros_like(mask, dtype=torch.bool)
+        keep[:, :-1] = mask[:, 1:].bool()  # position t predicts token t+1
+        probing = model not in _COMPACT
+        try:
+            logits = model(input_ids=input_ids, attention_mask=batch[f"{prefix}attention_mask"], use_cache=False,
+                           logits_to_keep=keep).logits
+            fits = logits.dim() == 2 and logits.shape[0] == int(keep.sum())
+        except (TypeError, ValueError, IndexError, RuntimeError):
+            if not probing:
+                raise
+            fits = False
+        if probing:
+            _COMPACT[model] = fits
+        if fits:
+            logits = logits.float()
+            labels = input_ids[:, 1:][keep[:, :-1]]  # row-major, the order boolean indexing keeps
+            per_token = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+            rows = keep.nonzero()[:, 0]
+            sums = per_token.new_zeros(input_ids.shape[0]).index_add(0, rows, per_token)
+            return sums, mask[:, 1:].sum(-1).to(sums.dtype)
+    logits = forward_logits(model, batch, prefix)
+    return completion_logps(logits, input_ids, mask)
 
 
 class Reference:
@@ -63,15 +102,14 @@ class Reference:
             rows = self.cached.to(batch["index"].device)[batch["index"]]
             # Pairs are cached as [N, 2] (chosen, rejected); batches stack all chosen rows first.
             return rows.T.reshape(-1) if rows.dim() == 2 else rows
-        logits = self.logits(batch, prefix)
-        return completion_logps(logits, batch[f"{prefix}input_ids"], batch[f"{prefix}completion_mask"])[0]
+        with self._module() as module:
+            return sequence_logps(module, batch, prefix)[0]
 
 
 def pair_loss(policy: nn.Module, reference: Reference | None, batch: dict[str, Tensor],
               objective: Objective, params) -> LossOutput:
     """batch rows: B chosen then B rejected (see objectives.batching.PairCollator)."""
-    logits = forward_logits(policy, batch)
-    sums, counts = completion_logps(logits, batch["input_ids"], batch["completion_mask"])
+    sums, counts = sequence_logps(policy, batch)
     half = sums.shape[0] // 2
     ref = reference.logps(batch) if objective.needs_reference and reference is not None else None
     logps = PairedLogps(
@@ -83,11 +121,15 @@ def pair_loss(policy: nn.Module, reference: Reference | None, batch: dict[str, T
 
 def unpaired_loss(policy: nn.Module, reference: Reference | None, batch: dict[str, Tensor],
                   objective: Objective, params) -> LossOutput:
-    logits = forward_logits(policy, batch)
-    sums, counts = completion_logps(logits, batch["input_ids"], batch["completion_mask"])
+    wants_exact = (objective.needs_reference and reference is not None and EXACT_KL in objective.extra_inputs
+                   and getattr(params, "kl_estimator", None) == "exact")
+    if wants_exact:  # the exact KL compares full next-token distributions: every position's logits
+        logits = forward_logits(policy, batch)
+        sums, counts = completion_logps(logits, batch["input_ids"], batch["completion_mask"])
+    else:
+        sums, counts = sequence_logps(policy, batch)
     logps = UnpairedLogps(logps=sums, tokens=counts, accepted=batch["accepted"])
     if objective.needs_reference and reference is not None:
-        wants_exact = EXACT_KL in objective.extra_inputs and getattr(params, "kl_estimator", None) == "exact"
         if wants_exact:
             ref_logits = reference.logits(batch)
             logps.exact_kl = exact_kl(ref_logits, logits, batch["completion_mask"])
@@ -96,8 +138,7 @@ def unpaired_loss(policy: nn.Module, reference: Reference | None, batch: dict[st
             logps.ref_logps = reference.logps(batch)
         if MISMATCHED_KL in objective.extra_inputs:
             with torch.no_grad():
-                kl_logits = forward_logits(policy, batch, "kl_")
-            logps.kl_logps = completion_logps(kl_logits, batch["kl_input_ids"], batch["kl_completion_mask"])[0]
+                logps.kl_logps = sequence_logps(policy, batch, "kl_")[0]
             logps.ref_kl_logps = reference.logps(batch, "kl_")
     return objective.fn(logps, params)
 
