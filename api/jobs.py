@@ -74,7 +74,9 @@ def start_local_ray(port: int) -> None:
     ray_bin = str(Path(sys.executable).with_name("ray"))
     if env["RAY_AUTH_MODE"] == "token":
         # `ray start` uses a token but never creates one (ray.init does); make it like ray.init would.
-        subprocess.run([ray_bin, "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
+        made = subprocess.run([ray_bin, "get-auth-token", "--generate"], env=env, capture_output=True, text=True)
+        if made.returncode != 0:
+            raise RayUnavailable(f"could not create a Ray auth token: {made.stderr.strip()[-800:]}")
     # Free ports for the GCS and the dashboard agent: other clusters on this machine may hold
     # the defaults (6379, 52365), and a head whose agent cannot bind accepts no jobs.
     args = [ray_bin, "start", "--head", f"--port={_free_port()}", "--include-dashboard=true",
