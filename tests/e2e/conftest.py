@@ -44,11 +44,14 @@ def stop_processes_under(temp: str) -> None:
 @pytest.fixture(scope="session")
 def ray_cluster():
     temp = tempfile.mkdtemp(prefix="psr-", dir="/tmp")  # short: Ray's socket paths must fit 107 chars
-    port, dash = free_port(), free_port()
+    port, dash, agent = free_port(), free_port(), free_port()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     subprocess.run(
         [str(BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=2", f"--temp-dir={temp}",
-         "--include-dashboard=true", f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--disable-usage-stats"],
+         "--include-dashboard=true", f"--dashboard-port={dash}",
+         # Free ports, not Ray's defaults: another cluster on the machine may hold them, and
+         # jobs are then refused ("No available agent to submit job").
+         f"--dashboard-agent-listen-port={agent}", "--dashboard-host=127.0.0.1", "--disable-usage-stats"],
         check=True, env=env, capture_output=True, text=True,
     )
     address = f"127.0.0.1:{port}"
@@ -65,7 +68,7 @@ def cli(ray_cluster, tmp_path):
     env = {**os.environ, "RAY_ADDRESS": ray_cluster["address"], "RAY_USAGE_STATS_ENABLED": "0",
            "PYTHONUNBUFFERED": "1"}
 
-    def run(*args: str, check: bool = True, timeout: int = 600, **kwargs):
+    def run(*args: str, check: bool = True, timeout: int = 900, **kwargs):
         proc = subprocess.run([str(BIN / "prefsweep"), *args], cwd=REPO, env=env, capture_output=True,
                               text=True, timeout=timeout, **kwargs)
         if check and proc.returncode != 0:
