@@ -2,12 +2,14 @@
 """Write the demo preference data set: data/demo/train.jsonl and data/demo/eval.jsonl.
 
 Every row is {"prompt", "chosen", "rejected"}: a user asks about a topic; the chosen answer
-is polite AND about that topic, the rejected one is rude, off-topic, or both. The signal is
-meant to be learnable from scratch by `builtin:tiny-gpt2` in a few hundred steps, and to
-need more than one cue: a third of the rejected answers are exactly as polite as the chosen
-ones and differ only by talking about another topic, which the model can only tell by
-looking back at the prompt. The eval split uses question and answer templates that train
-never shows, so it measures generalisation, not memorisation. See data/demo/README.md.
+is polite, helpful and about that topic. The rejected one is worse in one of five ways
+(REJECTION_KINDS): rude and off-topic, rude, politely unhelpful, helpful but with a rude last
+sentence, or the very same answer about another topic. So no single token decides: the cue
+may sit in the opening, the body or the closing words, and in the off-topic minimal pairs
+only comparing the answer with the prompt reveals it. `builtin:tiny-gpt2` learns the word
+cues from scratch within a few dozen DPO steps; the off-topic pairs are the hard part. The
+eval split asks its questions with templates train never uses and mixes in unseen answer
+templates, so it measures generalisation, not memorisation. See data/demo/README.md.
 
 Deterministic: same seed, same bytes. Run from anywhere: `python scripts/make_demo_data.py`.
 """
@@ -21,12 +23,13 @@ from pathlib import Path
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "data" / "demo"
 
+# Single-token words for the builtin tokenizer, so the topic cue is one clean token.
 TOPICS = (
-    "bread", "coffee", "tea", "gardening", "guitar", "piano", "running", "swimming", "yoga",
-    "sleep", "budget", "python", "photography", "painting", "cooking", "soup", "chess",
-    "tennis", "football", "camping", "hiking", "cycling", "drawing", "reading", "writing",
-    "music", "travel", "money", "exercise", "science", "history", "math", "grammar",
-    "flowers", "dogs", "cats", "fishing", "weather", "laptops", "email",
+    "bread", "coffee", "tea", "garden", "guitar", "piano", "running", "swimming", "yoga",
+    "sleep", "budget", "python", "painting", "soup", "tennis", "football", "soccer", "drawing",
+    "music", "travel", "money", "exercise", "science", "history", "math", "grammar", "dog",
+    "cat", "bird", "flower", "weather", "laptop", "email", "recipe", "camera", "movie", "gym",
+    "language", "career", "climate",
 )
 
 QUESTIONS_TRAIN = (
@@ -64,43 +67,56 @@ DISMISSIVE_TRAIN = (
     "I do not want to talk about {t}.",
 )
 DISMISSIVE_EVAL = ("{T} is a waste of time.",)
+UNHELPFUL_TRAIN = (
+    "I have no idea about {t}, sorry.",
+    "I am not sure anything can be said about {t}.",
+    "I would rather not say anything about {t}.",
+)
+UNHELPFUL_EVAL = ("Sorry, {t} is not something I know about.",)
 
-# What makes a rejected answer worse than the chosen one, and how often.
-REJECTION_KINDS = (("rude_off_topic", 0.4), ("rude_on_topic", 0.3), ("polite_off_topic", 0.3))
+# What makes a rejected answer worse than the chosen one, and how often. The first four
+# differ in wording the model can learn word by word; "off_topic" is the chosen answer with
+# another topic word, which only comparing the answer with the prompt can reveal.
+REJECTION_KINDS = (
+    ("rude_off_topic", 0.30),
+    ("rude_on_topic", 0.25),
+    ("unhelpful", 0.15),
+    ("curt_ending", 0.15),
+    ("off_topic", 0.15),
+)
 
 
-def helpful(rng: random.Random, bodies: tuple[str, ...], topic: str) -> str:
-    body = rng.choice(bodies).format(t=topic, T=topic.capitalize())
-    return f" {rng.choice(POLITE_OPENERS)} {body} {rng.choice(POLITE_CLOSERS)}"
+def about(template: str, topic: str) -> str:
+    return template.format(t=topic, T=topic.capitalize())
 
 
-def rude(rng: random.Random, bodies: tuple[str, ...], topic: str) -> str:
-    body = rng.choice(bodies).format(t=topic, T=topic.capitalize())
-    return f" {rng.choice(RUDE_OPENERS)} {body} {rng.choice(RUDE_CLOSERS)}"
-
-
-def make_row(rng: random.Random, questions, helpful_bodies, dismissive_bodies) -> dict[str, str]:
+def make_row(rng: random.Random, questions: tuple[str, ...], bodies: dict[str, tuple[str, ...]]) -> dict[str, str]:
     topic = rng.choice(TOPICS)
     other = rng.choice([t for t in TOPICS if t != topic])
-    kinds, weights = zip(*REJECTION_KINDS)
-    kind = rng.choices(kinds, weights)[0]
+    kind = rng.choices([k for k, _ in REJECTION_KINDS], [w for _, w in REJECTION_KINDS])[0]
+    opener, body, closer = rng.choice(POLITE_OPENERS), rng.choice(bodies["helpful"]), rng.choice(POLITE_CLOSERS)
+    chosen = f" {opener} {body} {closer}"
     if kind == "rude_off_topic":
-        rejected = rude(rng, dismissive_bodies, other)
+        rejected = about(f" {rng.choice(RUDE_OPENERS)} {rng.choice(bodies['dismissive'])} {rng.choice(RUDE_CLOSERS)}", other)
     elif kind == "rude_on_topic":
-        rejected = rude(rng, dismissive_bodies, topic)
+        rejected = about(f" {rng.choice(RUDE_OPENERS)} {rng.choice(bodies['dismissive'])} {rng.choice(RUDE_CLOSERS)}", topic)
+    elif kind == "unhelpful":
+        rejected = about(f" {rng.choice(POLITE_OPENERS)} {rng.choice(bodies['unhelpful'])} {rng.choice(POLITE_CLOSERS)}", topic)
+    elif kind == "curt_ending":
+        rejected = about(f" {opener} {body} {rng.choice(RUDE_CLOSERS)}", topic)
     else:
-        rejected = helpful(rng, helpful_bodies, other)
+        rejected = about(chosen, other)
     return {
-        "prompt": f"User: {rng.choice(questions).format(t=topic)}\nAssistant:",
-        "chosen": helpful(rng, helpful_bodies, topic),
+        "prompt": f"User: {about(rng.choice(questions), topic)}\nAssistant:",
+        "chosen": about(chosen, topic),
         "rejected": rejected,
     }
 
 
-def make_split(rng: random.Random, size: int, exclude: set, questions, helpful_bodies, dismissive_bodies):
+def make_split(rng: random.Random, size: int, exclude: set, questions, bodies) -> tuple[list[dict], set]:
     rows, seen = [], set(exclude)
     while len(rows) < size:
-        row = make_row(rng, questions, helpful_bodies, dismissive_bodies)
+        row = make_row(rng, questions, bodies)
         key = (row["prompt"], row["chosen"], row["rejected"])
         if key not in seen:
             seen.add(key)
@@ -123,12 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     rng = random.Random(args.seed)
-    train, seen = make_split(rng, args.train_size, set(), QUESTIONS_TRAIN, HELPFUL_TRAIN, DISMISSIVE_TRAIN)
+    train_bodies = {"helpful": HELPFUL_TRAIN, "dismissive": DISMISSIVE_TRAIN, "unhelpful": UNHELPFUL_TRAIN}
+    train, seen = make_split(rng, args.train_size, set(), QUESTIONS_TRAIN, train_bodies)
     # Eval answers mix held-out body templates with the train ones; its questions are all new.
-    evals, _ = make_split(
-        rng, args.eval_size, seen, QUESTIONS_EVAL,
-        HELPFUL_TRAIN + HELPFUL_EVAL, DISMISSIVE_TRAIN + DISMISSIVE_EVAL,
-    )
+    eval_bodies = {
+        "helpful": HELPFUL_TRAIN + HELPFUL_EVAL,
+        "dismissive": DISMISSIVE_TRAIN + DISMISSIVE_EVAL,
+        "unhelpful": UNHELPFUL_TRAIN + UNHELPFUL_EVAL,
+    }
+    evals, _ = make_split(rng, args.eval_size, seen, QUESTIONS_EVAL, eval_bodies)
     args.out.mkdir(parents=True, exist_ok=True)
     write_jsonl(args.out / "train.jsonl", train)
     write_jsonl(args.out / "eval.jsonl", evals)
