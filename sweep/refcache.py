@@ -296,8 +296,7 @@ def compute_reference_logps(cfg: PrefsweepConfig, data, device: Any = None) -> d
     reference = Reference(model=model)
     pad_id = tokenizer.pad_token_id
     collate = PairCollator(pad_id) if objective.paired else CompletionCollator(pad_id)
-    # Logits are [rows, width, vocab] floats: bound them (~0.5 GB) whatever the vocabulary.
-    budget = max(512, min(32768, (1 << 27) // max(1, model.config.get_text_config().vocab_size)))
+    budget = token_budget(model, device)
     out: dict[str, Tensor] = {}
     for split, items in splits.items():
         result = torch.zeros((len(items), 2) if objective.paired else (len(items),), dtype=torch.float32)
@@ -320,6 +319,15 @@ def compute_reference_logps(cfg: PrefsweepConfig, data, device: Any = None) -> d
             start = end
         out[split] = result
     return out
+
+
+def token_budget(model, device: torch.device) -> int:
+    """Padded tokens per batch of the pass. On CPU, batches beyond a couple of thousand tokens
+    run slower per token (activations fall out of cache); on GPU larger batches fill the device.
+    Logits ([rows, width, vocab] floats on models without a boolean logits_to_keep) stay
+    under ~0.5 GB whatever the vocabulary."""
+    by_vocab = (1 << 27) // max(1, model.config.get_text_config().vocab_size)
+    return max(256, min(16384 if device.type == "cuda" else 2048, by_vocab))
 
 
 def compute_and_store(study_dir: str, key: str, parts: dict, config: dict, data) -> dict:
