@@ -39,6 +39,12 @@ def run_trial(params: dict[str, Any], *, study: dict[str, Any], data: Any) -> No
     uri, experiment_id, parent = study["tracking_uri"], study["experiment_id"], study["parent_run_id"]
     tags = {tracking.PARENT_TAG: parent, tracking.TRIAL_TAG: trial_id}
     run_id = tracking.find_run(uri, experiment_id, tags)  # a resumed trial keeps its child run
+    if run_id is not None:
+        earlier = tracking.client_for(uri).get_run(run_id).data.tags
+        if earlier.get("prefsweep.state") == "failed":
+            # Tune restarts a trial that raised; one whose own training failed (Ray Train
+            # already retried it) would fail the same way again.
+            raise TrialFailedError(earlier.get("prefsweep.error", "an earlier attempt failed"))
     if run_id is None:
         run_id = tracking.create_run(
             uri, experiment_id, f"{cfg.name}-{trial_id}",
@@ -57,11 +63,29 @@ def run_trial(params: dict[str, Any], *, study: dict[str, Any], data: Any) -> No
         )
         trainer.fit()
     except Exception as exc:
+        if not training_failed(exc):
+            # Lost to the cluster (a node, the Train controller): Tune restarts the trial on
+            # the nodes left and its Train run resumes from its last checkpoint.
+            tracking.set_tags(uri, run_id, {"prefsweep.state": "restarting", "prefsweep.error": _short_error(exc)})
+            raise
         tracking.set_tags(uri, run_id, {"prefsweep.state": "failed", "prefsweep.error": _short_error(exc)})
         tracking.end_run(uri, run_id, "FAILED")
         raise
     tracking.set_tags(uri, run_id, {"prefsweep.state": "finished"})
     tracking.end_run(uri, run_id, "FINISHED")
+
+
+class TrialFailedError(RuntimeError):
+    """An earlier attempt of this trial failed in its own training code."""
+
+
+def training_failed(exc: BaseException) -> bool:
+    """True when the trial's training code itself raised (a NaN loss, a bad shape) after the
+    retries Ray Train gave it; False when the failure came from the cluster (a worker
+    process, the Train controller or a whole node lost), which a restart elsewhere fixes."""
+    failures = getattr(exc, "worker_failures", None)
+    return isinstance(exc, ray.train.WorkerGroupError) and bool(failures) and not any(
+        isinstance(error, ray.exceptions.RayError) for error in failures.values())
 
 
 def _short_error(exc: BaseException) -> str:
@@ -144,7 +168,9 @@ def start_study(cfg: PrefsweepConfig, *, overwrite: bool = False, progress: list
         ),
         run_config=tune.RunConfig(
             name=cfg.name, storage_path=storage, callbacks=progress or [],
-            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            # A trial whose function died with its node restarts on the nodes left (see
+            # run_trial); the Train run inside it retries lost workers on its own.
+            failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_retries, fail_fast=False),
         ),
     )
     return _finish(record, tuner)
