@@ -6,7 +6,7 @@ if [ "$(id -u)" != "0" ] || ! command -v apt-get >/dev/null; then
   echo "system-packages: not root or no apt-get; skipping (tests that need them will skip)"
   exit 0
 fi
-packages=(chromium)
+packages=(chromium postgresql)
 export DEBIAN_FRONTEND=noninteractive
 if [ ${#packages[@]} -gt 0 ]; then
   apt-get update -qq
