@@ -1,0 +1,114 @@
+"""Failures: the sweep driver killed mid-sweep and resumed; a training worker killed
+mid-run and restarted from its checkpoint."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from sweep.results import trial_rows
+from sweep.study import load_record
+
+from helpers import BIN, REPO
+from helpers import optuna_trials, runs_by_kind, sweep_args
+
+pytestmark = pytest.mark.ray
+
+
+def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process exited ({proc.returncode}) while waiting for {what}")
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def checkpoints(storage: Path, name: str, trial_id: str) -> list[str]:
+    run_dir = storage / name / "train" / f"trial-{trial_id}"
+    return sorted(p.name for p in run_dir.glob("checkpoint_*"))
+
+
+def test_killed_driver_resumes_without_rerunning_finished_trials(cli, tmp_path):
+    storage, name = tmp_path / "runs", "resume"
+    args = sweep_args(storage, name, "--set", "sweep.num_trials=3", "--set", "sweep.method=random",
+                      "--set", "train.max_steps=60", "--set", "train.eval_every=20",
+                      "--set", "sweep.early_terminate=null")
+    log = (tmp_path / "driver.log").open("w")
+    driver = subprocess.Popen([str(BIN / "prefsweep"), "run", *args], cwd=REPO, env=cli.env,
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def one_finished_one_midway():
+            if not (storage / name / "study.json").exists():
+                return None
+            rows = trial_rows(load_record(name, str(storage)))
+            done = [r for r in rows if r.state == "finished"]
+            midway = [r for r in rows if r.state == "running" and r.step >= 20]
+            return rows if done and midway else None
+
+        rows = wait_for(one_finished_one_midway, 400, "one finished and one half-way trial", driver)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    finished_before = {r.trial_id: checkpoints(storage, name, r.trial_id) for r in rows if r.state == "finished"}
+    midway = next(r for r in rows if r.state == "running")
+
+    proc = cli("resume", name, "--storage", str(storage))
+    assert "resumed from the checkpoint of step" in proc.stdout + proc.stderr
+
+    status = json.loads(cli("status", name, "--storage", str(storage), "--json").stdout)
+    assert status["state"] == "finished"
+    assert [t["state"] for t in status["trials"]] == ["finished"] * 3
+    for trial_id, before in finished_before.items():
+        assert checkpoints(storage, name, trial_id) == before, f"finished trial {trial_id} ran again"
+    assert midway.trial_id in {t["trial_id"] for t in status["trials"]}
+
+    children = runs_by_kind(storage, "trial")
+    assert sorted(c.data.tags["prefsweep.trial_id"] for c in children) == sorted(
+        t["trial_id"] for t in status["trials"])  # one child run per trial, none duplicated
+    assert all(c.info.status == "FINISHED" for c in children)
+    trials = optuna_trials(storage, name)
+    assert len(trials) == 3 and all(t.state.name == "COMPLETE" for t in trials)
+
+
+def train_workers() -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        try:
+            text = " ".join(proc.info["cmdline"] or []) + (proc.info["name"] or "")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if "RayTrainWorker" in text:
+            found.append(proc)
+    return found
+
+
+def test_killed_worker_restarts_from_its_last_checkpoint(cli, tmp_path):
+    storage = tmp_path / "runs"
+    log_path = tmp_path / "train.log"
+    log = log_path.open("w")
+    train = subprocess.Popen(
+        [str(BIN / "prefsweep"), "train", "configs/demo.yaml", "--set", f"storage.path={storage}",
+         "--set", "train.max_steps=200", "--set", "train.eval_every=25", "--set", "sweep.max_retries=1"],
+        cwd=REPO, env=cli.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: list(storage.glob("demo/*/checkpoint_*")), 300, "a first checkpoint", train)
+        (worker,) = wait_for(train_workers, 30, "the training worker")
+        worker.kill()
+        assert train.wait(timeout=400) == 0, log_path.read_text()[-4000:]
+    finally:
+        if train.poll() is None:
+            os.killpg(train.pid, signal.SIGKILL)
+    output = log_path.read_text()
+    assert "resumed from the checkpoint of step" in output
+    (run,) = runs_by_kind(storage, "train")
+    assert run.info.status == "FINISHED"

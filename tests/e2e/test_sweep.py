@@ -1,0 +1,78 @@
+"""`prefsweep run` end to end: Optuna storage, MLflow parent/children, champion alias,
+status/best/export, a refused bad config, and a failing trial that does not sink the sweep."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from helpers import mlflow_client, optuna_trials, runs_by_kind, sweep_args
+
+pytestmark = pytest.mark.ray
+
+GRID = ["--set", "sweep.method=grid", "--set", "train.max_steps=60", "--set", "train.eval_every=20",
+        "--set", "train.logging_steps=20", "--set", "sweep.parameters={}",
+        "--set", "sweep.parameters.train.learning_rate.values=[1.0e-4, 1.0e-2]",
+        "--set", "sweep.parameters.objective.beta.values=[0.1, 0.3]"]
+
+
+def test_sweep_records_everything_and_exports_the_best(cli, tmp_path):
+    storage = tmp_path / "runs"
+    cli("run", *sweep_args(storage, "grid", *GRID))
+
+    trials = optuna_trials(storage, "grid")
+    assert len(trials) == 4
+    assert all(t.state.name == "COMPLETE" and set(t.params) == {"train.learning_rate", "objective.beta"}
+               for t in trials)
+    assert {(t.params["train.learning_rate"], t.params["objective.beta"]) for t in trials} == {
+        (1e-4, 0.1), (1e-4, 0.3), (1e-2, 0.1), (1e-2, 0.3)}
+
+    (parent,) = runs_by_kind(storage, "study")
+    children = runs_by_kind(storage, "trial")
+    assert len(children) == 4
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert len({c.data.tags["prefsweep.trial_id"] for c in children}) == 4
+    assert all("eval/rewards/accuracies" in c.data.metrics for c in children)
+    assert parent.data.tags["prefsweep.best_trial"] and "best/eval/rewards/accuracies" in parent.data.metrics
+
+    champion = mlflow_client(storage).get_model_version_by_alias("grid", "champion")
+    assert champion.run_id in {c.info.run_id for c in children}
+
+    status = json.loads(cli("status", "grid", "--storage", str(storage), "--json").stdout)
+    assert status["state"] == "finished" and status["progress"] == {"done": 4, "total": 4}
+    values = [t["value"] for t in status["trials"]]
+    assert status["best"]["params"]["train.learning_rate"] == 1e-4
+    assert max(values) - min(values) >= 0.2, values  # a good learning rate clearly beats a bad one
+
+    export = tmp_path / "export"
+    cli("best", "grid", "--storage", str(storage), "--export", str(export))
+    AutoModelForCausalLM.from_pretrained(export)
+    AutoTokenizer.from_pretrained(export)
+    card = (export / "README.md").read_text()
+    assert "dpo" in card and "train.learning_rate" in card and "eval/rewards/accuracies" in card
+
+
+def test_bad_config_is_refused_before_any_trial(cli, tmp_path):
+    storage = tmp_path / "runs"
+    proc = cli("run", *sweep_args(storage, "bad", "--set", "sweep.parameters.train.per_device_batch_size.values=[4, 0]"),
+               check=False)
+    assert proc.returncode == 2
+    assert "sweep.parameters.train.per_device_batch_size" in proc.stdout
+    assert not (storage / "bad").exists()
+
+
+def test_a_diverging_trial_fails_alone_and_the_sweep_goes_on(cli, tmp_path):
+    storage = tmp_path / "runs"
+    cli("run", *sweep_args(storage, "nan", "--set", "sweep.method=grid", "--set", "train.max_steps=40",
+                           "--set", "train.eval_every=20", "--set", "sweep.early_terminate=null",
+                           "--set", "sweep.max_retries=0", "--set", "train.max_grad_norm=null",
+                           "--set", "sweep.parameters={}",
+                           "--set", "sweep.parameters.train.learning_rate.values=[1.0e+30, 1.0e-3]"))
+    status = json.loads(cli("status", "nan", "--storage", str(storage), "--json").stdout)
+    states = {t["params"]["train.learning_rate"]: t for t in status["trials"]}
+    assert states[1e30]["state"] == "failed" and re.search("loss is (nan|inf)", states[1e30]["error"])
+    assert states[1e-3]["state"] == "finished" and status["best"]["params"]["train.learning_rate"] == 1e-3
+    failed = [c for c in runs_by_kind(storage, "trial") if c.info.status == "FAILED"]
+    assert len(failed) == 1 and re.search("loss is (nan|inf)", failed[0].data.tags["prefsweep.error"])
