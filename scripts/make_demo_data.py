@@ -141,12 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     train_bodies = {"helpful": HELPFUL_TRAIN, "dismissive": DISMISSIVE_TRAIN, "unhelpful": UNHELPFUL_TRAIN}
     train, seen = make_split(rng, args.train_size, set(), QUESTIONS_TRAIN, train_bodies)
-    # Eval answers mix held-out body templates with the train ones; its questions are all new.
-    eval_bodies = {
-        "helpful": HELPFUL_TRAIN + HELPFUL_EVAL,
-        "dismissive": DISMISSIVE_TRAIN + DISMISSIVE_EVAL,
-        "unhelpful": UNHELPFUL_TRAIN + UNHELPFUL_EVAL,
-    }
+    # Eval questions and answer bodies are all held-out templates: a learning rate so high
+    # that the policy memorises the train templates then scores below chance here, which is
+    # what gives a sweep real bad regions to find.
+    eval_bodies = {"helpful": HELPFUL_EVAL, "dismissive": DISMISSIVE_EVAL, "unhelpful": UNHELPFUL_EVAL}
     evals, _ = make_split(rng, args.eval_size, seen, QUESTIONS_EVAL, eval_bodies)
     args.out.mkdir(parents=True, exist_ok=True)
     write_jsonl(args.out / "train.jsonl", train)
