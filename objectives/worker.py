@@ -148,6 +148,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     optimizer = torch.optim.AdamW(trainable, lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     start_step = load_training_state(checkpoint, optimizer, scheduler) if checkpoint else 0
+    if start_step and rank == 0:
+        _say(f"[prefsweep {cfg.name}] resumed from the checkpoint of step {start_step}")
 
     logger = None
     if rank == 0 and loop_config.get("mlflow_run_id"):
