@@ -61,6 +61,10 @@ class RayCluster:
 
     def start_head(self) -> None:
         port, dash = free_port(), free_port()
+        # Every process of the cluster inherits RAY_ADDRESS: Ray's own helpers that look
+        # for "the" local cluster (Train's placement-group cleaner, the state API) would
+        # otherwise pick whichever cluster on this machine started last.
+        self.env["RAY_ADDRESS"] = f"127.0.0.1:{port}"
         # Free ports for everything with a fixed default (client server 10001, dashboard
         # agent 52365): other clusters on this machine may hold those.
         self.ray("start", "--head", f"--port={port}", "--num-cpus=1", f"--temp-dir={self.temp}",
@@ -68,7 +72,6 @@ class RayCluster:
                  f"--dashboard-agent-listen-port={free_port()}", f"--ray-client-server-port={free_port()}",
                  "--object-store-memory=300000000", "--disable-usage-stats", timeout=180)
         self.address, self.dashboard = f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}"
-        self.env["RAY_ADDRESS"] = self.address
         heads = wait_for(lambda: [n for n in self.nodes() if n.get("is_head_node")], 60, "the head node")
         self.head_id = heads[0]["node_id"]
 
