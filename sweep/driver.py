@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import optuna
+import pyarrow.fs as pafs
 import ray
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
@@ -220,9 +221,9 @@ def _forget(cfg: PrefsweepConfig, url: str) -> None:
         optuna.delete_study(study_name=cfg.name, storage=url)
     except KeyError:
         pass
-    import shutil
+    from sweep.study import filesystem
 
-    path = study_dir(cfg.resolved_storage(), cfg.name)
-    if "://" not in path:
-        shutil.rmtree(path, ignore_errors=True)
+    fs, inner = filesystem(study_dir(cfg.resolved_storage(), cfg.name))  # a directory or s3:// gs://
+    if fs.get_file_info(inner).type != pafs.FileType.NotFound:
+        fs.delete_dir(inner)
 
