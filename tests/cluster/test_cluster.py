@@ -220,4 +220,5 @@ def test_losing_the_worker_node_mid_sweep(ray_cluster, services):
     # It resumed from a checkpoint, not from scratch: step 10's evaluation was logged once.
     steps = eval_steps(services.mlflow, moved)
     assert steps.count(10) == 1 and max(steps) == 40, steps
+    assert "resumed from the checkpoint of step" in ray_cluster.job_logs(submission)
     assert all(t.state.name == "COMPLETE" for t in optuna_trials(services.optuna_url, study))
