@@ -45,13 +45,17 @@ def stop_processes_under(temp: str) -> None:
 def ray_cluster():
     temp = tempfile.mkdtemp(prefix="psr-", dir="/tmp")  # short: Ray's socket paths must fit 107 chars
     port, dash, agent = free_port(), free_port(), free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # The cluster's own processes inherit RAY_ADDRESS: Ray helpers that look for "the" local
+    # cluster (Train's placement-group cleaner) would otherwise pick whichever cluster on this
+    # machine started last.
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ADDRESS": f"127.0.0.1:{port}"}
     subprocess.run(
         [str(BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=2", f"--temp-dir={temp}",
          "--include-dashboard=true", f"--dashboard-port={dash}",
          # Free ports, not Ray's defaults: another cluster on the machine may hold them, and
          # jobs are then refused ("No available agent to submit job").
-         f"--dashboard-agent-listen-port={agent}", "--dashboard-host=127.0.0.1", "--disable-usage-stats"],
+         f"--dashboard-agent-listen-port={agent}", f"--ray-client-server-port={free_port()}",
+         "--dashboard-host=127.0.0.1", "--disable-usage-stats"],
         check=True, env=env, capture_output=True, text=True,
     )
     address = f"127.0.0.1:{port}"
