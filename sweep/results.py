@@ -5,13 +5,12 @@ from __future__ import annotations
 import math
 import tempfile
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sweep import tracking
 from sweep.config import PrefsweepConfig
 from sweep.configio import config_with, dump_yaml
-from sweep.study import StudyRecord, study_dir
+from sweep.study import StudyRecord, join, read_text, study_dir
 
 
 def evaluations_per_trial(cfg: PrefsweepConfig) -> int:
@@ -48,11 +47,16 @@ def _trial_config(cfg: PrefsweepConfig, params: dict[str, Any]) -> PrefsweepConf
 
 
 def _error_text(trial) -> str | None:
-    path = trial.error_file
-    if path and Path(path).is_file():
-        lines = [ln for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
-        return "\n".join(lines[-3:])[-2000:]
-    return None
+    # The copy under the trial's storage dir, not Trial.error_file: that one lives in the
+    # driver's Ray session dir, which `status` (often run with no Ray at all) does not have.
+    name = trial.run_metadata.error_filename
+    if not name or not trial.path:
+        return None
+    text = read_text(join(trial.path, name))
+    if not text:
+        return None
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return "\n".join(lines[-3:])[-2000:]
 
 
 def trial_rows(record: StudyRecord) -> list[TrialRow]:
