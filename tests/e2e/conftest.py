@@ -7,9 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
-from pathlib import Path
 
 import pytest
 

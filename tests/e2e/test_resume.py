@@ -29,7 +29,7 @@ def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None
             return value
         if proc is not None and proc.poll() is not None:
             raise AssertionError(f"process exited ({proc.returncode}) while waiting for {what}")
-        time.sleep(1)
+        time.sleep(0.5)
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -41,26 +41,29 @@ def checkpoints(storage: Path, name: str, trial_id: str) -> list[str]:
 def test_killed_driver_resumes_without_rerunning_finished_trials(cli, tmp_path):
     storage, name = tmp_path / "runs", "resume"
     args = sweep_args(storage, name, "--set", "sweep.num_trials=3", "--set", "sweep.method=random",
-                      "--set", "train.max_steps=60", "--set", "train.eval_every=20",
+                      "--set", "train.max_steps=90", "--set", "train.eval_every=30",
                       "--set", "sweep.early_terminate=null")
     log = (tmp_path / "driver.log").open("w")
     driver = subprocess.Popen([str(BIN / "prefsweep"), "run", *args], cwd=REPO, env=cli.env,
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        def one_finished_one_midway():
+        def one_finished_one_checkpointed():
+            # Finished per Tune's persisted state (what a resume sees), and another trial
+            # with a Train checkpoint on disk but not finished: the driver dies between them.
             if not (storage / name / "study.json").exists():
                 return None
             rows = trial_rows(load_record(name, str(storage)))
-            done = [r for r in rows if r.state == "finished"]
-            midway = [r for r in rows if r.state == "running" and r.step >= 20]
-            return rows if done and midway else None
+            done = {r.trial_id for r in rows if r.state == "finished"}
+            midway = [d.name.removeprefix("trial-") for d in (storage / name / "train").glob("trial-*")
+                      if d.name.removeprefix("trial-") not in done and list(d.glob("checkpoint_*"))]
+            return (rows, midway[0]) if done and midway else None
 
-        rows = wait_for(one_finished_one_midway, 400, "one finished and one half-way trial", driver)
+        rows, midway_id = wait_for(one_finished_one_checkpointed, 400, "one finished and one checkpointed trial",
+                                   driver)
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
     finished_before = {r.trial_id: checkpoints(storage, name, r.trial_id) for r in rows if r.state == "finished"}
-    midway = next(r for r in rows if r.state == "running")
 
     proc = cli("resume", name, "--storage", str(storage))
     assert "resumed from the checkpoint of step" in proc.stdout + proc.stderr
@@ -70,7 +73,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(cli, tmp_path):
     assert [t["state"] for t in status["trials"]] == ["finished"] * 3
     for trial_id, before in finished_before.items():
         assert checkpoints(storage, name, trial_id) == before, f"finished trial {trial_id} ran again"
-    assert midway.trial_id in {t["trial_id"] for t in status["trials"]}
+    assert midway_id in {t["trial_id"] for t in status["trials"]}
 
     children = runs_by_kind(storage, "trial")
     assert sorted(c.data.tags["prefsweep.trial_id"] for c in children) == sorted(
