@@ -33,6 +33,14 @@ def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
 def checkpoints(storage: Path, name: str, trial_id: str) -> list[str]:
     run_dir = storage / name / "train" / f"trial-{trial_id}"
     return sorted(p.name for p in run_dir.glob("checkpoint_*"))
@@ -61,8 +69,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(cli, tmp_path):
         rows, midway_id = wait_for(one_finished_one_checkpointed, 400, "one finished and one checkpointed trial",
                                    driver)
     finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
+        kill_group(driver)
     finished_before = {r.trial_id: checkpoints(storage, name, r.trial_id) for r in rows if r.state == "finished"}
 
     proc = cli("resume", name, "--storage", str(storage))
@@ -83,19 +90,22 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(cli, tmp_path):
     assert len(trials) == 3 and all(t.state.name == "COMPLETE" for t in trials)
 
 
-def train_workers() -> list[psutil.Process]:
+def train_workers(cluster_temp: str) -> list[psutil.Process]:
+    """Ray Train workers of *this* test cluster: their raylet's command line names its temp
+    dir (other clusters may run on the machine, and their workers are not ours to kill)."""
     found = []
     for proc in psutil.process_iter(["name", "cmdline"]):
         try:
             text = " ".join(proc.info["cmdline"] or []) + (proc.info["name"] or "")
+            if "RayTrainWorker" in text and any(
+                    cluster_temp in " ".join(parent.cmdline()) for parent in proc.parents()):
+                found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        if "RayTrainWorker" in text:
-            found.append(proc)
     return found
 
 
-def test_killed_worker_restarts_from_its_last_checkpoint(cli, tmp_path):
+def test_killed_worker_restarts_from_its_last_checkpoint(cli, ray_cluster, tmp_path):
     storage = tmp_path / "runs"
     log_path = tmp_path / "train.log"
     log = log_path.open("w")
@@ -105,12 +115,12 @@ def test_killed_worker_restarts_from_its_last_checkpoint(cli, tmp_path):
         cwd=REPO, env=cli.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for(lambda: list(storage.glob("demo/*/checkpoint_*")), 300, "a first checkpoint", train)
-        (worker,) = wait_for(train_workers, 30, "the training worker")
+        (worker,) = wait_for(lambda: train_workers(ray_cluster["temp"]), 30, "the training worker")
         worker.kill()
         assert train.wait(timeout=400) == 0, log_path.read_text()[-4000:]
     finally:
         if train.poll() is None:
-            os.killpg(train.pid, signal.SIGKILL)
+            kill_group(train)
     output = log_path.read_text()
     assert "resumed from the checkpoint of step" in output
     (run,) = runs_by_kind(storage, "train")
