@@ -41,6 +41,14 @@ def kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+def registered(run_dir: Path) -> list[str]:
+    """Checkpoints Ray Train has registered in its snapshot, the ones a restart resumes from
+    (a checkpoint_* dir can exist on disk a moment before it is registered)."""
+    snapshot = run_dir / "checkpoint_manager_snapshot.json"
+    text = snapshot.read_text() if snapshot.is_file() else ""
+    return [d.name for d in run_dir.glob("checkpoint_*") if d.name in text]
+
+
 def checkpoints(storage: Path, name: str, trial_id: str) -> list[str]:
     run_dir = storage / name / "train" / f"trial-{trial_id}"
     return sorted(p.name for p in run_dir.glob("checkpoint_*"))
@@ -63,7 +71,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(cli, tmp_path):
             rows = trial_rows(load_record(name, str(storage)))
             done = {r.trial_id for r in rows if r.state == "finished"}
             midway = [d.name.removeprefix("trial-") for d in (storage / name / "train").glob("trial-*")
-                      if d.name.removeprefix("trial-") not in done and list(d.glob("checkpoint_*"))]
+                      if d.name.removeprefix("trial-") not in done and registered(d)]
             return (rows, midway[0]) if done and midway else None
 
         rows, midway_id = wait_for(one_finished_one_checkpointed, 400, "one finished and one checkpointed trial",
@@ -114,7 +122,7 @@ def test_killed_worker_restarts_from_its_last_checkpoint(cli, ray_cluster, tmp_p
          "--set", "train.max_steps=200", "--set", "train.eval_every=25", "--set", "sweep.max_retries=1"],
         cwd=REPO, env=cli.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_for(lambda: list(storage.glob("demo/*/checkpoint_*")), 300, "a first checkpoint", train)
+        wait_for(lambda: [d for d in storage.glob("demo/*/") if registered(d)], 300, "a first checkpoint", train)
         (worker,) = wait_for(lambda: train_workers(ray_cluster["temp"]), 30, "the training worker")
         worker.kill()
         assert train.wait(timeout=400) == 0, log_path.read_text()[-4000:]
