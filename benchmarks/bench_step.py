@@ -122,6 +122,8 @@ class Trl:
             weight_decay=0.0, max_grad_norm=cfg.train.max_grad_norm, beta=cfg.objective.beta,
             loss_type=["sigmoid"], precompute_ref_log_probs=precompute, save_strategy="no", eval_strategy="no",
             logging_strategy="no", dataloader_num_workers=0, max_steps=10,
+            # TRL 1.16 defaults to both; our side runs float32 without checkpointing, so TRL must too.
+            gradient_checkpointing=False, bf16=False,
         )
         rows = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in data.train]
         began = clock()
