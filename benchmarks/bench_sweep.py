@@ -43,6 +43,15 @@ def _usage() -> dict:
     return {"cpu_s": own.ru_utime + own.ru_stime, "peak_rss_mib": own.ru_maxrss / 1024}
 
 
+def _warm(config: dict) -> None:
+    """Load the model and tokenizer once, untimed: the lazy imports behind a first
+    from_pretrained (seconds) are start-up every process pays, not work."""
+    from sweep.models import load_causal_lm, load_tokenizer
+
+    load_causal_lm(config["model"]["name_or_path"])
+    load_tokenizer(config["model"]["name_or_path"])
+
+
 def _trial_process(config: dict, data, entry, threads: int, queue) -> None:
     import ray.train
     import torch
@@ -51,7 +60,8 @@ def _trial_process(config: dict, data, entry, threads: int, queue) -> None:
     from objectives.worker import train_loop_per_worker
 
     torch.set_num_threads(threads)
-    began, cpu0 = time.perf_counter(), time.process_time()  # after the imports every process pays
+    _warm(config)
+    began, cpu0 = time.perf_counter(), time.process_time()  # after the start-up every process pays
     last: dict = {}
     ray.train.report = lambda metrics, checkpoint=None, **_: last.update(metrics)
     with tempfile.TemporaryDirectory() as tmp:
@@ -69,6 +79,7 @@ def _pass_process(config: dict, data, study: str, threads: int, queue) -> None:
     from objectives import worker  # noqa: F401  the imports a trial process pays too, outside the timing
 
     torch.set_num_threads(threads)
+    _warm(config)
     began, cpu0 = time.perf_counter(), time.process_time()
     cfg = PrefsweepConfig.model_validate(config)
     entry, _, computed = refcache.ensure_entry(cfg, data, study)
@@ -135,8 +146,8 @@ def main(argv=None) -> dict:
           f"{args.rows} train + {args.eval_rows} eval pairs, one trial at a time")
     print(table(rows, ["sweep", "trials", "wall_s", "cpu_s", "work_wall_s", "work_cpu_s", "reference_passes",
                        "peak_rss_mib_per_trial", "eval_loss_trial1"]))
-    print("wall_s/cpu_s: whole processes (start-up and imports included); work_*: from the trial's (or the "
-          "pass's) first line of work to its end")
+    print("wall_s/cpu_s: whole processes (start-up, imports, a warm-up model load included); work_*: from the "
+          "trial's (or the pass's) first line of work to its end")
     if with_cache["reference_pass"]:
         print(f"reference pass: {with_cache['reference_pass']['work_wall_s']:.2f} s wall, "
               f"{with_cache['reference_pass']['work_cpu_s']:.2f} s CPU")
