@@ -35,6 +35,11 @@ class GenerationParams:
     top_p: float = 0.95
 
 
+# Sampling at temperature t divides float32 logits by t; below this they overflow to inf (a
+# float64 2e-309 even becomes 0), while greedy decoding is exactly the t -> 0 limit.
+GREEDY_BELOW = 1e-4
+
+
 class NoCheckpoint(LookupError):
     pass
 
@@ -112,7 +117,7 @@ class Generator:
             "input_ids": ids, "attention_mask": torch.ones_like(ids),
             "max_new_tokens": params.max_new_tokens, "pad_token_id": loaded.tokenizer.pad_token_id,
         }
-        if params.temperature > 0:
+        if params.temperature >= GREEDY_BELOW:
             kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
         else:
             kwargs.update(do_sample=False)
