@@ -11,13 +11,14 @@ import yaml
 from fastapi import Depends, FastAPI, HTTPException, Path as PathParam, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field, create_model
 
 from api import schemas
 from api.db import FINAL_STATES, STATES, Database, Study
 from api.jobs import JobNotFound, RayJobs, RayUnavailable, reconcile
 from api.security import require_token, prepare_config
-from api.serving import GenerationParams, Generator, NoCheckpoint
+from api.serving import GREEDY_BELOW, GenerationParams, Generator, NoCheckpoint
 from api.settings import Settings
 from sweep import service
 from sweep.config import NAME_PATTERN
@@ -71,9 +72,9 @@ def create_app(settings: Settings) -> FastAPI:
             log.warning("startup reconcile failed: %s", exc)
         yield
 
-    app = FastAPI(title="prefsweep", version="0.1.0", lifespan=lifespan,
-                  description="Hyperparameter sweeps for preference fine-tuning. Mutating routes, logs "
-                  "and generation need `Authorization: Bearer <PREFSWEEP_API_TOKEN>`.")
+    app = FastAPIOffline(title="prefsweep", version="0.1.0", lifespan=lifespan,
+                         description="Hyperparameter sweeps for preference fine-tuning. Mutating routes, logs "
+                         "and generation need `Authorization: Bearer <PREFSWEEP_API_TOKEN>`.")
     app.state.settings, app.state.db, app.state.jobs, app.state.generator = settings, db, jobs, generator
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -231,7 +232,8 @@ def create_app(settings: Settings) -> FastAPI:
         "GenerateIn",
         prompt=(str, Field(min_length=1, max_length=settings.max_prompt_chars)),
         max_new_tokens=(int, Field(64, ge=1, le=settings.max_new_tokens)),
-        temperature=(float, Field(0.8, ge=0.0, le=2.0, description="0 = greedy")),
+        temperature=(float, Field(0.8, ge=0.0, le=2.0,
+                                 description=f"0 = greedy; under {GREEDY_BELOW:g} greedy too (the limit)")),
         top_p=(float, Field(0.95, gt=0.0, le=1.0)),
     )
 
