@@ -13,7 +13,8 @@ import hmac
 from pathlib import Path
 from typing import Any
 
-from fastapi import HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPBearer
 
 from api.settings import Settings
 from sweep.config import PrefsweepConfig
@@ -37,7 +38,12 @@ def token_ok(header: str | None, token: str) -> bool:
     return hmac.compare_digest(given.strip().encode(), token.encode())
 
 
-def require_token(request: Request) -> None:
+# Declares the scheme in the OpenAPI schema (the Authorize button in /docs); the comparison
+# below reads the raw header itself, in constant time.
+BEARER = HTTPBearer(auto_error=False, description="The service's PREFSWEEP_API_TOKEN.")
+
+
+def require_token(request: Request, _declared=Depends(BEARER)) -> None:
     """FastAPI dependency: 401 unless `Authorization: Bearer <PREFSWEEP_API_TOKEN>`."""
     settings: Settings = request.app.state.settings
     if not token_ok(request.headers.get("authorization"), settings.api_token or ""):

@@ -104,3 +104,19 @@ def test_launch_form_names_bad_field(service, page):
     assert "data.train.path" in problem.inner_text() and "outside the allowed data roots" in problem.inner_text()
     page.screenshot(path=str(ARTIFACTS / "web-launch-422.png"))
     assert page.errors == []
+
+
+def test_docs_render_without_a_network(service, page):
+    from urllib.parse import urlsplit
+
+    requested = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(service.url + "/docs")
+    operations = page.locator(".opblock-summary-path")
+    operations.nth(8).wait_for()  # Swagger UI drew the schema's operations
+    paths = {operations.nth(i).inner_text().replace("\u200b", "") for i in range(operations.count())}
+    assert {"/studies", "/studies/{study_id}/generate", "/healthz"} <= paths
+    hosts = {urlsplit(url).netloc for url in requested if not url.startswith("data:")}
+    assert hosts == {urlsplit(service.url).netloc}, requested
+    page.screenshot(path=str(ARTIFACTS / "web-docs.png"))
+    assert page.errors == []
