@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
@@ -36,8 +37,18 @@ def tracking_uri(cfg: PrefsweepConfig) -> str:
     return f"sqlite:///{storage}/mlflow.db"
 
 
+_migrated: set[str] = set()
+
+
 def client_for(uri: str) -> MlflowClient:
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    if not uri.startswith("sqlite:///") or uri in _migrated:
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    # A new client creates and migrates a new SQLite file; two processes doing it at once
+    # collide ("duplicate column name"), e.g. two studies launched together on fresh storage.
+    with FileLock(uri.removeprefix("sqlite:///").split("?")[0] + ".lock"):
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    _migrated.add(uri)
+    return client
 
 
 def ensure_experiment(cfg: PrefsweepConfig, uri: str) -> str:
