@@ -4,7 +4,6 @@ at a closed port, so anything that reaches Ray answers 503."""
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -23,16 +22,11 @@ from api.jobs import JobNotFound, RayUnavailable, ray_auth_token, reconcile
 from api.security import token_ok
 from api.server import check_can_serve
 from api.settings import from_env
+from processes import free_port
 
 TOKEN = "unit-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -34,8 +34,9 @@ from pathlib import Path
 
 import pytest
 
-from .support import (BIN, REPO, _tail, background, free_port, http_json, processes_under,
-                      stop_processes_under, wait_for)
+from processes import free_port, processes_under, stop_processes_under
+
+from .support import BIN, REPO, _tail, background, http_json, wait_for
 
 # ----------------------------------------------------------------------------- Ray cluster
 

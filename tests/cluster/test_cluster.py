@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .support import BIN, REPO, background, free_port, http_json, wait_for
+from processes import free_port
+
+from .support import BIN, REPO, background, http_json, wait_for
 
 pytestmark = pytest.mark.cluster
 

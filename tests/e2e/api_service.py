@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import yaml
+from processes import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 # Where relative data paths resolve and data/ is the allowed root (a developer can point it
@@ -21,14 +22,6 @@ TOKEN = "e2e-api-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 DEMO = "demo-api"
 _SHARED: dict[str, Path] = {}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def shared_base(tmp_path_factory) -> Path:

@@ -5,38 +5,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 
 import pytest
 
 from helpers import BIN, REPO
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop_processes_under(temp: str) -> None:
-    """Stop exactly the Ray processes of this cluster (their command lines name its temp
-    dir); a machine-wide `ray stop` would also kill clusters that are not ours."""
-    import psutil
-
-    ours = []
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if any(temp in part for part in proc.info["cmdline"] or []):
-                ours.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    for proc in ours:
-        proc.terminate()
-    _, alive = psutil.wait_procs(ours, timeout=10)
-    for proc in alive:
-        proc.kill()
+from processes import free_port, stop_processes_under
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,42 @@
+"""Ports and processes the Ray tiers start and stop; every tier uses these, so a cluster we
+started is always stopped the same way (never a machine-wide `ray stop`)."""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def processes_under(temp: str) -> list:
+    """Processes whose command line names `temp` (our Ray nodes and their workers)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if proc.pid != os.getpid() and any(temp in part for part in proc.info["cmdline"] or []):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def stop_processes_under(temp: str) -> None:
+    """Stop exactly the processes of the cluster in `temp`; a machine-wide `ray stop` would
+    also kill clusters that are not ours."""
+    import psutil
+
+    ours = processes_under(temp)
+    for proc in ours:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    _, alive = psutil.wait_procs(ours, timeout=15)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
