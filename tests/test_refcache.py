@@ -10,7 +10,7 @@ import pytest
 import torch
 from worker_harness import one_thread, run_worker, tiny_config, tiny_data  # noqa: F401 (fixture)
 
-from sweep import refcache
+from sweep import refcache, reffingerprint
 from sweep.data import unpair
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -25,7 +25,7 @@ def test_decision_per_objective():
 
 def test_key_covers_every_input(tmp_path):
     data = tiny_data()
-    key = lambda cfg, d=data: refcache.fingerprint(cfg, d)[0]  # noqa: E731
+    key = lambda cfg, d=data: reffingerprint.fingerprint(cfg, d)[0]  # noqa: E731
     base = key(tiny_config())
     assert base == key(tiny_config())  # deterministic
     assert base == key(tiny_config(objective={"beta": 0.5}, train={"learning_rate": 1e-5}))  # not inputs
@@ -42,9 +42,9 @@ def test_key_covers_every_input(tmp_path):
     # A local model directory is identified by its content.
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "config.json").write_text("{}")
-    first = refcache.model_identity(str(tmp_path / "m"))
+    first = reffingerprint.model_identity(str(tmp_path / "m"))
     (tmp_path / "m" / "config.json").write_text('{"n_layer": 3}')
-    assert refcache.model_identity(str(tmp_path / "m")) != first
+    assert reffingerprint.model_identity(str(tmp_path / "m")) != first
 
 
 def test_one_pass_then_reuse_and_bad_entries_are_recomputed(tmp_path):
