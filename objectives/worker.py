@@ -32,11 +32,24 @@ from sweep.config import PrefsweepConfig
 from sweep.data import unpair
 from sweep.models import load_tokenizer
 from sweep.refcache import cached_splits
+from sweep.study import join, read_text, write_text
 from sweep.tokenize import tokenize_completions, tokenize_pairs
 
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN/inf: the run stops, since more steps cannot repair it."""
+
+
+DIVERGED_FILE = "diverged.txt"
+
+
+def refuse_if_diverged_before(run_dir: str | None) -> None:
+    """Ray Train restarts a failed run from its last checkpoint, and a diverged one would only
+    diverge again, after a model load and the steps since; so a run that diverged once ends
+    at the start of every later attempt, with the first attempt's message."""
+    earlier = read_text(join(run_dir, DIVERGED_FILE)) if run_dir else None
+    if earlier:
+        raise NonFiniteLossError(f"{earlier} (recorded by an earlier attempt; not retried)")
 
 
 def seed_everything(seed: int) -> None:
@@ -113,6 +126,7 @@ def evaluate(policy, reference, loader, objective, params, cfg, device) -> dict[
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     cfg = PrefsweepConfig.model_validate(loop_config["config"])
+    refuse_if_diverged_before(loop_config.get("run_dir"))
     data = loop_config["data"]
     if isinstance(data, ray.ObjectRef):
         data = ray.get(data)
@@ -174,10 +188,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 out = batch_loss(policy, reference, batch, objective, cfg.objective)
                 loss = out.loss
                 if not torch.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"loss is {loss.item()} at step {step + 1} (objective {cfg.objective.name}, "
-                        f"learning_rate {cfg.train.learning_rate}, beta {cfg.objective.beta}); stopping this run"
-                    )
+                    message = (f"loss is {loss.item()} at step {step + 1} (objective {cfg.objective.name}, "
+                               f"learning_rate {cfg.train.learning_rate}, beta {cfg.objective.beta}); "
+                               "stopping this run")
+                    if loop_config.get("run_dir"):
+                        write_text(join(loop_config["run_dir"], DIVERGED_FILE), message)
+                    raise NonFiniteLossError(message)
                 (loss / accum).backward()
             window.add({"loss": loss.detach(), **out.metrics}, weight=len(batch["index"]))
             window_tokens += int(batch["attention_mask"].sum())

@@ -9,6 +9,7 @@ from ray.train.torch import TorchTrainer
 
 from objectives.worker import train_loop_per_worker
 from sweep.config import PrefsweepConfig
+from sweep.study import join
 
 
 def build_trainer(
@@ -27,7 +28,8 @@ def build_trainer(
     per_worker = {"CPU": resources.cpus_per_worker}
     if resources.use_gpu:
         per_worker["GPU"] = 1
-    loop_config: dict[str, Any] = {"config": cfg.model_dump(mode="json"), "data": data, "ref_cache": ref_cache}
+    loop_config: dict[str, Any] = {"config": cfg.model_dump(mode="json"), "data": data, "ref_cache": ref_cache,
+                                   "run_dir": join(storage_path, run_name)}
     if mlflow:
         loop_config.update(tracking_uri=mlflow["tracking_uri"], mlflow_run_id=mlflow["run_id"])
     return TorchTrainer(

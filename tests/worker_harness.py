@@ -58,7 +58,8 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def run_worker(cfg: PrefsweepConfig, data, monkeypatch, tmp_path: Path, *, ref_cache=None) -> list[dict]:
+def run_worker(cfg: PrefsweepConfig, data, monkeypatch, tmp_path: Path, *, ref_cache=None,
+               run_dir: str | None = None) -> list[dict]:
     """-> the loop's reports in order; each has `_checkpoint` (a kept copy) when one came with it."""
     reports: list[dict] = []
     # One thread: CI and dev machines run tests side by side, and two OpenMP threads fighting
@@ -76,7 +77,8 @@ def run_worker(cfg: PrefsweepConfig, data, monkeypatch, tmp_path: Path, *, ref_c
     monkeypatch.setattr(ray.train, "report", report)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": cfg.model_dump(mode="json"), "data": data, "ref_cache": ref_cache},
+        train_loop_config={"config": cfg.model_dump(mode="json"), "data": data, "ref_cache": ref_cache,
+                           "run_dir": run_dir},
         scaling_config=ray.train.ScalingConfig(num_workers=0),
         run_config=ray.train.RunConfig(name="local", storage_path=str(tmp_path / "ray")),
     )

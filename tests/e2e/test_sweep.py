@@ -69,12 +69,13 @@ def test_a_diverging_trial_fails_alone_and_the_sweep_goes_on(cli, tmp_path):
     storage = tmp_path / "runs"
     cli("run", *sweep_args(storage, "nan", "--set", "sweep.method=grid", "--set", "train.max_steps=40",
                            "--set", "train.eval_every=20", "--set", "sweep.early_terminate=null",
-                           "--set", "sweep.max_retries=0", "--set", "train.max_grad_norm=null",
+                           "--set", "sweep.max_retries=1", "--set", "train.max_grad_norm=null",
                            "--set", "sweep.parameters={}",
                            "--set", "sweep.parameters.train.learning_rate.values=[1.0e+30, 1.0e-3]"))
     status = json.loads(cli("status", "nan", "--storage", str(storage), "--json").stdout)
     states = {t["params"]["train.learning_rate"]: t for t in status["trials"]}
     assert states[1e30]["state"] == "failed" and re.search("loss is (nan|inf)", states[1e30]["error"])
+    assert "not retried" in states[1e30]["error"]  # Train's retry ended at once, without training again
     assert states[1e-3]["state"] == "finished" and status["best"]["params"]["train.learning_rate"] == 1e-3
     failed = [c for c in runs_by_kind(storage, "trial") if c.info.status == "FAILED"]
     assert len(failed) == 1 and re.search("loss is (nan|inf)", failed[0].data.tags["prefsweep.error"])
