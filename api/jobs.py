@@ -21,6 +21,7 @@ from pathlib import Path
 
 from api.db import Database
 from api.settings import Settings
+from sweep.raycluster import free_port
 
 log = logging.getLogger("prefsweep.api")
 
@@ -59,18 +60,13 @@ def _reachable(url: str, token: str | None) -> bool:
         return False
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_local_ray(port: int) -> None:
     """`ray start --head` with the dashboard on 127.0.0.1:PORT and token auth on. The cluster
     outlives the service, so a restarted service finds its jobs again."""
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}
+    # RAY_API_SERVER_ADDRESS: the head's processes reach its own dashboard even when a later
+    # `ray start` elsewhere on the machine becomes "the latest cluster" (see sweep.raycluster).
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token"),
+           "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
     ray_bin = str(Path(sys.executable).with_name("ray"))
     if env["RAY_AUTH_MODE"] == "token":
         # `ray start` uses a token but never creates one (ray.init does); make it like ray.init would.
@@ -79,9 +75,9 @@ def start_local_ray(port: int) -> None:
             raise RayUnavailable(f"could not create a Ray auth token: {made.stderr.strip()[-800:]}")
     # Free ports for the GCS and the dashboard agent: other clusters on this machine may hold
     # the defaults (6379, 52365), and a head whose agent cannot bind accepts no jobs.
-    args = [ray_bin, "start", "--head", f"--port={_free_port()}", "--include-dashboard=true",
+    args = [ray_bin, "start", "--head", f"--port={free_port()}", "--include-dashboard=true",
             "--dashboard-host=127.0.0.1", f"--dashboard-port={port}",
-            f"--dashboard-agent-listen-port={_free_port()}", "--disable-usage-stats"]
+            f"--dashboard-agent-listen-port={free_port()}", "--disable-usage-stats"]
     log.info("starting a local Ray head: %s", " ".join(args[1:]))
     proc = subprocess.run(args, env=env, capture_output=True, text=True)
     if proc.returncode != 0:

@@ -4,6 +4,7 @@ needs to release stopped trials' workers (ray#54305)."""
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import ray
@@ -40,4 +41,18 @@ def init_ray(num_cpus: int | None = None) -> None:
         use_token_auth_if_available()
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, log_to_driver=True)
+        # The cluster's own processes find its dashboard (state API) through this variable;
+        # without it they look up "the latest cluster" in /tmp/ray/ray_current_cluster, which
+        # `ray start` writes and ray.init does not, so it can name another or a dead cluster.
+        # Train's placement-group cleaner then fails and ASHA-stopped trials keep their CPUs
+        # until the next trial waits forever.
+        port = free_port()
+        os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+                 dashboard_port=port, log_to_driver=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
