@@ -9,7 +9,7 @@ from sweep.cli import _load, console, print_metrics
 
 
 def cmd_run(args) -> int:
-    from sweep.driver import StudyExistsError, start_study
+    from sweep.driver import StudyExistsError, SweepInterrupted, start_study
 
     cfg = _load(args)
     try:
@@ -17,14 +17,27 @@ def cmd_run(args) -> int:
     except StudyExistsError as err:
         console.print(f"[red]{err}[/red]")
         return 2
+    except SweepInterrupted as err:
+        return _print_interrupted(cfg.name, cfg.storage.path, err)
     return _print_outcome(record.name, cfg.storage.path)
 
 
 def cmd_resume(args) -> int:
-    from sweep.driver import resume_study
+    from sweep.driver import SweepInterrupted, resume_study
 
-    record = resume_study(args.name, args.storage)
+    try:
+        record = resume_study(args.name, args.storage)
+    except SweepInterrupted as err:
+        return _print_interrupted(args.name, args.storage, err)
     return _print_outcome(record.name, args.storage)
+
+
+def _print_interrupted(name: str, storage: str, err: Exception) -> int:
+    from sweep.service import study_status
+
+    print_trials(study_status(name, storage))
+    console.print(f"[yellow]study {name} {err}[/yellow]", highlight=False, soft_wrap=True)  # one line to copy
+    return 130
 
 
 def _print_outcome(name: str, storage: str) -> int:

@@ -22,7 +22,7 @@ from sweep.config import PrefsweepConfig
 from sweep.configio import config_with
 from sweep.data import load_preference_data
 from sweep.raycluster import init_ray
-from sweep.results import evaluations_per_trial, summarize_study
+from sweep.results import evaluations_per_trial, summarize_study, trial_rows
 from sweep.search_space import DefineByRun, sampler_for, total_trials
 from sweep.study import StudyRecord, exists, join, load_record, optuna_url, study_dir
 from sweep.trainer import build_trainer
@@ -30,6 +30,11 @@ from sweep.trainer import build_trainer
 
 class StudyExistsError(ValueError):
     pass
+
+
+class SweepInterrupted(RuntimeError):
+    """Tune stopped on a signal (Ctrl-C, a cancelled Ray job) before every trial ended; it
+    returns normally then, so the study must not be closed as finished."""
 
 
 def run_trial(params: dict[str, Any], *, study: dict[str, Any], data: Any) -> None:
@@ -212,6 +217,14 @@ def _finish(record: StudyRecord, tuner: tune.Tuner) -> StudyRecord:
         record.state, record.error = "interrupted", _short_error(exc)
         record.save(cfg.resolved_storage())
         raise
+    rows = trial_rows(record)
+    ended = sum(row.state in ("finished", "stopped", "failed") for row in rows)
+    if ended < total_trials(cfg.sweep):
+        record.state = "interrupted"
+        record.error = (f"interrupted with {ended}/{total_trials(cfg.sweep)} trials ended; "
+                        f"`prefsweep resume {record.name}` continues it")
+        record.save(cfg.resolved_storage())
+        raise SweepInterrupted(record.error)
     return summarize_study(record)
 
 

@@ -98,6 +98,30 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(cli, tmp_path):
     assert len(trials) == 3 and all(t.state.name == "COMPLETE" for t in trials)
 
 
+def test_ctrl_c_leaves_the_study_interrupted_not_finished(cli, tmp_path):
+    """Tune ends its loop on SIGINT and returns normally; the study must not then be closed
+    as finished (parent run ended, champion registered) with trials missing."""
+    storage, name = tmp_path / "runs", "ctrl-c"
+    args = sweep_args(storage, name, "--set", "sweep.num_trials=3", "--set", "sweep.method=random",
+                      "--set", "train.max_steps=400", "--set", "train.eval_every=100",
+                      "--set", "sweep.early_terminate=null")
+    driver = subprocess.Popen([str(BIN / "prefsweep"), "run", *args], cwd=REPO, env=cli.env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: list((storage / name / "train").glob("trial-*")), 300, "a trial training", driver)
+        os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+        output, _ = driver.communicate(timeout=180)
+    finally:
+        if driver.poll() is None:
+            kill_group(driver)
+    assert driver.returncode == 130, output[-4000:]
+    assert f"`prefsweep resume {name}` continues it" in output, output[-3000:]
+    record = load_record(name, str(storage))
+    assert record.state == "interrupted" and "0/3 trials ended" in record.error
+    (parent,) = runs_by_kind(storage, "study")
+    assert parent.info.status == "RUNNING" and "prefsweep.best_trial" not in parent.data.tags
+
+
 def train_workers(cluster_temp: str) -> list[psutil.Process]:
     """Ray Train workers of *this* test cluster: their raylet's command line names its temp
     dir (other clusters may run on the machine, and their workers are not ours to kill)."""
