@@ -217,12 +217,11 @@ def _finish(record: StudyRecord, tuner: tune.Tuner) -> StudyRecord:
         record.state, record.error = "interrupted", _short_error(exc)
         record.save(cfg.resolved_storage())
         raise
-    rows = trial_rows(record)
-    ended = sum(row.state in ("finished", "stopped", "failed") for row in rows)
-    if ended < total_trials(cfg.sweep):
+    ended = sum(row.state in ("finished", "stopped", "failed") for row in trial_rows(record))
+    total = total_trials(cfg.sweep)
+    if ended < total:
         record.state = "interrupted"
-        record.error = (f"interrupted with {ended}/{total_trials(cfg.sweep)} trials ended; "
-                        f"`prefsweep resume {record.name}` continues it")
+        record.error = f"interrupted with {ended}/{total} trials ended; `prefsweep resume {record.name}` continues it"
         record.save(cfg.resolved_storage())
         raise SweepInterrupted(record.error)
     return summarize_study(record)

@@ -9,9 +9,9 @@ resources, and stores them under the study:
     NAME/refcache/KEY/logps-SHA16.safetensors     {"train": [N,2] or [N], "eval": [M,2] or [M]}
     NAME/refcache/passes/*.json                   one record per reference pass (the counter)
 
-KEY is a hash of everything the numbers depend on (`sweep.reffingerprint`): reference model identity,
-tokenizer, the loaded rows, max_length/max_prompt_length, pairs vs unpaired rows, dtype and
-device kind. A trial whose swept parameters change any of these gets its own entry, computed
+KEY is a hash of everything the numbers depend on (`sweep.reffingerprint`): reference model
+identity, tokenizer, the loaded rows, max_length/max_prompt_length, pairs vs unpaired rows,
+dtype and device kind. A trial whose swept parameters change any of these gets its own entry, computed
 on first use; an entry that fails its checksum, shapes or fingerprint is recomputed, never
 trusted. Writes are atomic: the tensor file is named after its checksum and the manifest,
 written last through a temp file + rename, is the commit.

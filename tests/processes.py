@@ -1,16 +1,9 @@
-"""Ports and processes the Ray tiers start and stop; every tier uses these, so a cluster we
-started is always stopped the same way (never a machine-wide `ray stop`)."""
+"""Processes the Ray tiers start and stop; every tier uses these, so a cluster we started is
+always stopped the same way (never a machine-wide `ray stop`)."""
 from __future__ import annotations
 
 import contextlib
 import os
-import socket
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def processes_under(temp: str) -> list:

@@ -34,7 +34,8 @@ from pathlib import Path
 
 import pytest
 
-from processes import free_port, processes_under, stop_processes_under
+from processes import processes_under, stop_processes_under
+from sweep.raycluster import free_port
 
 from .support import BIN, REPO, _tail, background, http_json, wait_for
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from processes import free_port
+from sweep.raycluster import free_port
 
 from .support import BIN, REPO, background, http_json, wait_for
 

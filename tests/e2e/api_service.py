@@ -11,7 +11,8 @@ from pathlib import Path
 
 import httpx
 import yaml
-from processes import free_port
+
+from sweep.raycluster import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 # Where relative data paths resolve and data/ is the allowed root (a developer can point it

@@ -11,7 +11,8 @@ import tempfile
 import pytest
 
 from helpers import BIN, REPO
-from processes import free_port, stop_processes_under
+from processes import stop_processes_under
+from sweep.raycluster import free_port
 
 
 @pytest.fixture(scope="session")
