@@ -57,8 +57,8 @@ def checkpoints(storage: Path, name: str, trial_id: str) -> list[str]:
 def test_killed_driver_resumes_without_rerunning_finished_trials(cli, tmp_path):
     storage, name = tmp_path / "runs", "resume"
     args = sweep_args(storage, name, "--set", "sweep.num_trials=3", "--set", "sweep.method=random",
-                      "--set", "train.max_steps=90", "--set", "train.eval_every=30",
-                      "--set", "sweep.early_terminate=null")
+                      "--set", "sweep.max_concurrent_trials=2", "--set", "train.max_steps=90",
+                      "--set", "train.eval_every=30", "--set", "sweep.early_terminate=null")
     log = (tmp_path / "driver.log").open("w")
     driver = subprocess.Popen([str(BIN / "prefsweep"), "run", *args], cwd=REPO, env=cli.env,
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

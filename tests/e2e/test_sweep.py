@@ -14,7 +14,8 @@ pytestmark = pytest.mark.ray
 
 # 100 steps: long enough for a too-high learning rate to overfit the train templates
 # (eval accuracy ~0.2 at 3e-2) while 1e-4 reaches ~0.9.
-GRID = ["--set", "sweep.method=grid", "--set", "train.max_steps=100", "--set", "train.eval_every=50",
+# Two trials at a time: one CPU each on the 2-core CI machine, and trial start-up overlaps.
+GRID = ["--set", "sweep.method=grid", "--set", "sweep.max_concurrent_trials=2", "--set", "train.max_steps=100", "--set", "train.eval_every=50",
         "--set", "train.logging_steps=25", "--set", "sweep.parameters={}",
         "--set", "sweep.parameters.train.learning_rate.values=[1.0e-4, 3.0e-2]",
         "--set", "sweep.parameters.objective.beta.values=[0.1, 0.3]"]
@@ -67,7 +68,8 @@ def test_bad_config_is_refused_before_any_trial(cli, tmp_path):
 
 def test_a_diverging_trial_fails_alone_and_the_sweep_goes_on(cli, tmp_path):
     storage = tmp_path / "runs"
-    cli("run", *sweep_args(storage, "nan", "--set", "sweep.method=grid", "--set", "train.max_steps=40",
+    cli("run", *sweep_args(storage, "nan", "--set", "sweep.method=grid", "--set", "sweep.max_concurrent_trials=2",
+                           "--set", "train.max_steps=40",
                            "--set", "train.eval_every=20", "--set", "sweep.early_terminate=null",
                            "--set", "sweep.max_retries=1", "--set", "train.max_grad_norm=null",
                            "--set", "sweep.parameters={}",
