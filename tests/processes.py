@@ -1,9 +1,11 @@
-"""Processes the Ray tiers start and stop; every tier uses these, so a cluster we started is
-always stopped the same way (never a machine-wide `ray stop`)."""
+"""Processes the Ray tiers start, wait on and stop; every tier uses these, so a cluster we
+started is always stopped the same way (never a machine-wide `ray stop`)."""
 from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import time
 
 
 def processes_under(temp: str) -> list:
@@ -33,3 +35,18 @@ def stop_processes_under(temp: str) -> None:
     for proc in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
+
+
+def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, interval: float = 1.0):
+    """Poll `predicate` until it returns something truthy; fail with `what` after `timeout`
+    seconds, or at once if `proc` (the process we wait on) has exited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"waiting for {what}: process exited with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)

@@ -34,10 +34,10 @@ from pathlib import Path
 
 import pytest
 
-from processes import processes_under, stop_processes_under
+from processes import processes_under, stop_processes_under, wait_for
 from sweep.raycluster import free_port
 
-from .support import BIN, REPO, _tail, background, http_json, wait_for
+from .support import BIN, REPO, _tail, background, http_json
 
 # ----------------------------------------------------------------------------- Ray cluster
 

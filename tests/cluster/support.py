@@ -7,28 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-
-
-def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, interval: float = 1.0):
-    """Poll `predicate` until it returns something truthy; fail with `what` after `timeout`
-    seconds, or at once if `proc` (the process we wait on) has exited."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"waiting for {what}: process exited with {proc.returncode}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 def http_json(url: str, *, token: str | None = None, method: str = "GET", body: dict | None = None,

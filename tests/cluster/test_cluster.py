@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from processes import wait_for
 from sweep.raycluster import free_port
 
-from .support import BIN, REPO, background, http_json, wait_for
+from .support import BIN, REPO, background, http_json
 
 pytestmark = pytest.mark.cluster
 

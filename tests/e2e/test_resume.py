@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import psutil
@@ -16,21 +15,10 @@ from sweep.results import trial_rows
 from sweep.study import load_record
 
 from helpers import BIN, REPO
+from processes import wait_for
 from helpers import optuna_trials, runs_by_kind, sweep_args
 
 pytestmark = pytest.mark.ray
-
-
-def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"process exited ({proc.returncode}) while waiting for {what}")
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -75,7 +63,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(cli, tmp_path):
             return (rows, midway[0]) if done and midway else None
 
         rows, midway_id = wait_for(one_finished_one_checkpointed, 400, "one finished and one checkpointed trial",
-                                   driver)
+                                   driver, interval=0.5)
     finally:
         kill_group(driver)
     finished_before = {r.trial_id: checkpoints(storage, name, r.trial_id) for r in rows if r.state == "finished"}
@@ -146,7 +134,8 @@ def test_killed_worker_restarts_from_its_last_checkpoint(cli, ray_cluster, tmp_p
          "--set", "train.max_steps=200", "--set", "train.eval_every=25", "--set", "sweep.max_retries=1"],
         cwd=REPO, env=cli.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_for(lambda: [d for d in storage.glob("demo/*/") if registered(d)], 300, "a first checkpoint", train)
+        wait_for(lambda: [d for d in storage.glob("demo/*/") if registered(d)], 300, "a first checkpoint", train,
+                 interval=0.5)
         (worker,) = wait_for(lambda: train_workers(ray_cluster["temp"]), 30, "the training worker")
         worker.kill()
         assert train.wait(timeout=400) == 0, log_path.read_text()[-4000:]
