@@ -265,9 +265,18 @@ def compute_and_store(study_dir: str, key: str, parts: dict, config: dict, data)
     return manifest
 
 
+# Outside any placement group. Tune runs each trial function in a placement group that
+# captures its children, and that group holds only the trial function's memory sliver (see
+# sweep.driver): a pass or coordinator launched from a trial would be refused ("cannot fit
+# into any bundles") or die with the trial. "DEFAULT" opts out of the capture.
+_UNCAPTURED = {"scheduling_strategy": "DEFAULT"}
+
+
 def task_options(cfg: PrefsweepConfig) -> dict[str, Any]:
-    """One trial worker's resources: the pass runs where a trial could."""
-    return {"num_cpus": cfg.resources.cpus_per_worker, "num_gpus": 1 if cfg.resources.use_gpu else 0}
+    """One trial worker's resources: the pass runs where a trial could, on the cluster's free
+    resources (the trial function itself holds none: its workers have not started yet)."""
+    return {"num_cpus": cfg.resources.cpus_per_worker, "num_gpus": 1 if cfg.resources.use_gpu else 0,
+            **_UNCAPTURED}
 
 
 class _Coordinator:
@@ -291,13 +300,17 @@ class _Coordinator:
             return True
 
 
+_HELD: dict[str, Any] = {}  # the driver's handles: a named actor lives while a handle does
+
+
 def coordinator(study_name: str):
-    """The study's coordinator actor: the driver creates it before Tune starts; trials find it
-    by name (a trial of a resumed study creates it if the driver has not)."""
+    """The study's coordinator actor: the driver creates it before Tune starts and holds it
+    until the sweep ends; trials find it by name (one that finds none creates it, outside
+    its own placement group, so it outlives that trial)."""
     import ray
 
     actor = ray.remote(num_cpus=0, max_concurrency=64)(_Coordinator)
-    return actor.options(name=f"prefsweep-refcache-{study_name}", get_if_exists=True).remote()
+    return actor.options(name=f"prefsweep-refcache-{study_name}", get_if_exists=True, **_UNCAPTURED).remote()
 
 
 def ensure_entry(cfg: PrefsweepConfig, data, study_dir: str, *, data_ref=None,
@@ -337,7 +350,7 @@ def prepare_study(cfg: PrefsweepConfig, data, study_dir: str, tracking_uri: str,
     before any trial). -> the entry dir, or None when trials decide for themselves."""
     from sweep import tracking
 
-    coordinator(cfg.name)
+    _HELD[cfg.name] = coordinator(cfg.name)
     if any(key.startswith(_FINGERPRINT_KEYS) for key in cfg.sweep.parameters):
         return None
     entry, note, _ = ensure_entry(cfg, data, study_dir)

@@ -7,7 +7,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sweep import tracking
+from sweep import refcache, tracking
 from sweep.config import PrefsweepConfig
 from sweep.configio import config_with, dump_yaml
 from sweep.study import StudyRecord, join, read_text, study_dir
@@ -127,7 +127,11 @@ def summarize_study(record: StudyRecord) -> StudyRecord:
     client = tracking.client_for(uri)
     client.log_text(record.parent_run_id, dump_yaml(cfg), "config.yaml")
     counts = {s: sum(r.state == s for r in rows) for s in ("finished", "stopped", "failed")}
-    tracking.set_tags(uri, record.parent_run_id, {f"prefsweep.trials_{k}": v for k, v in counts.items()})
+    tracking.set_tags(uri, record.parent_run_id, {
+        **{f"prefsweep.trials_{k}": v for k, v in counts.items()},
+        # The final count: trials that ran passes concurrently may have tagged it out of order.
+        refcache.PASSES_TAG: refcache.count_passes(study_dir(cfg.resolved_storage(), record.name)),
+    })
     if best is not None:
         record.best = best.as_dict()
         tracking.log_metrics(uri, record.parent_run_id,

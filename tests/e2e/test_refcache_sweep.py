@@ -71,3 +71,60 @@ def test_four_trials_one_reference_pass_same_numbers_as_live(cli, tmp_path):
                and float(t.data.params["swept.train.learning_rate"]) == 1e-3]
     for name in ("loss", "rewards/margins", "eval/loss", "eval/rewards/margins", "eval/logps/chosen"):
         assert twin.data.metrics[name] == pytest.approx(live.data.metrics[name], rel=1e-4, abs=1e-5), name
+
+
+def small_sweep(tmp_path, name: str, parameters: dict, **sweep) -> tuple[dict, object]:
+    """A 4-step grid sweep on 48 random pairs, two trials at a time, no early stopping."""
+    write_pairs(tmp_path / "train.jsonl", 48, seed=1)
+    write_pairs(tmp_path / "eval.jsonl", 16, seed=2)
+    config = {
+        "name": name,
+        "data": {"train": {"path": str(tmp_path / "train.jsonl")}, "eval": {"path": str(tmp_path / "eval.jsonl")},
+                 "format": "paired", "max_length": 64, "max_prompt_length": 24},
+        "train": {"learning_rate": 1e-4, "per_device_batch_size": 4, "max_steps": 4, "eval_every": 4,
+                  "logging_steps": 4},
+        "sweep": {"method": "grid", "num_trials": 16, "max_concurrent_trials": 2, "early_terminate": None,
+                  "parameters": parameters, **sweep},
+        "storage": {"path": str(tmp_path / "runs")},
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return config, path
+
+
+def trial_notes(storage, key: str) -> dict:
+    """{swept value of `key`: the trial's reference-cache tag}, every trial finished."""
+    trials = runs_by_kind(storage, "trial")
+    assert {t.data.tags["prefsweep.state"] for t in trials} == {"finished"}, [t.data.tags for t in trials]
+    return {t.data.params[f"swept.{key}"]: t.data.tags[refcache.CACHE_TAG] for t in trials}
+
+
+def test_objective_sweep_mixing_paired_unpaired_and_reference_free_one_pass_per_entry(cli, tmp_path):
+    """Swept keys that change the reference entry send the pass into the trials (issue 9:
+    it was captured by the trial's placement group and every reference trial failed).
+    dpo and ipo read the same pairs' log-probs, kto and pmpo the same accepted/rejected rows:
+    two entries, two passes, for five trials; simpo has no reference."""
+    config, path = small_sweep(tmp_path, "objs", {"objective.name": {"values": ["dpo", "ipo", "simpo", "kto", "pmpo"]}},
+                               metric={"name": "eval/loss", "goal": "minimize"})
+    proc = cli("run", str(path))
+    assert "trials failed" not in proc.stdout, proc.stdout[-3000:]
+    storage = tmp_path / "runs"
+    notes = trial_notes(storage, "objective.name")
+    assert len(notes) == 5
+    assert notes["simpo"].startswith("off: simpo has no reference")
+    assert notes["dpo"] == notes["ipo"] and notes["dpo"].startswith("on: ")
+    assert notes["kto"] == notes["pmpo"] and notes["kto"].startswith("on: ")
+    assert notes["dpo"] != notes["kto"]
+    assert refcache.count_passes(str(storage / "objs")) == 2
+    (parent,) = runs_by_kind(storage, "study")
+    assert parent.data.tags[refcache.PASSES_TAG] == "2"
+
+
+def test_max_length_sweep_one_pass_per_length(cli, tmp_path):
+    _, path = small_sweep(tmp_path, "lengths", {"data.max_length": {"values": [48, 64]}})
+    cli("run", str(path))
+    storage = tmp_path / "runs"
+    notes = trial_notes(storage, "data.max_length")
+    assert set(notes) == {"48", "64"} and notes["48"] != notes["64"]
+    assert all(note.startswith("on: ") for note in notes.values())
+    assert refcache.count_passes(str(storage / "lengths")) == 2
