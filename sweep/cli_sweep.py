@@ -45,6 +45,15 @@ def _print_outcome(name: str, storage: str) -> int:
 
     status = study_status(name, storage)
     print_trials(status)
+    failed = [t for t in status["trials"] if t["state"] == "failed"]
+    if failed:
+        from sweep.config import resolve_storage_path
+        from sweep.study import study_dir
+
+        where = study_dir(resolve_storage_path(storage), name)
+        console.print(f"[yellow]{len(failed)} of {len(status['trials'])} trials failed[/yellow] (errors above; "
+                      f"full tracebacks in each trial's error.txt under {where}/, and on its MLflow "
+                      "run's tag prefsweep.error)", highlight=False, soft_wrap=True)
     if status["best"]:
         print_metrics(f"best trial {status['best']['trial_id']}", status["best"]["metrics"])
         return 0
@@ -81,6 +90,8 @@ def cmd_status(args) -> int:
         print(json.dumps(status, indent=2, default=str))
     else:
         print_trials(status)
+        if status["error"]:
+            console.print(f"[red]study {status['state']}:[/red] {status['error']}", highlight=False)
     return 0
 
 

@@ -271,7 +271,7 @@ class SweepConfig(Strict):
         "bayes", description="`bayes`: Optuna TPE; `random`: Optuna random sampler; `grid`: every combination."
     )
     metric: MetricConfig = Field(default_factory=MetricConfig)
-    num_trials: int = Field(8, ge=1, description="Trials to run (for grid: repeats of the full grid).")
+    num_trials: int = Field(8, ge=1, description="Trials to run (for grid: at most this many of its combinations).")
     max_concurrent_trials: int = Field(1, ge=1, description="Trials running at once.")
     early_terminate: EarlyTerminate | None = Field(
         default_factory=EarlyTerminate, description="ASHA early stopping; null disables it."

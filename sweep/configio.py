@@ -129,6 +129,11 @@ def sweep_problems(config: PrefsweepConfig) -> list[tuple[str, str]]:
                 msg = "; ".join(e["msg"] for e in err.errors())
                 problems.append((field, f"value {value!r} is invalid: {msg}"))
                 break
+    if config.sweep.method == "grid":
+        for key, spec in config.sweep.parameters.items():
+            if spec.kind not in ("categorical", "constant"):
+                problems.append((f"sweep.parameters.{key}", f"method grid takes `values` lists only, this is "
+                                 f"distribution {spec.kind}; use method bayes or random, or give values"))
     metric = config.sweep.metric.name
     bare = metric.removeprefix("eval/")
     for name in config.objectives_in_play():

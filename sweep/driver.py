@@ -6,6 +6,7 @@ owns the MLflow parent run; each trial owns its child run; rank-0 workers log st
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any
 
 import optuna
@@ -151,6 +152,7 @@ def start_study(cfg: PrefsweepConfig, *, overwrite: bool = False, progress: list
             "--set name=NEW starts another, --overwrite replaces it"
         )
     data = _load_data(cfg)
+    sampler_for(cfg.sweep)  # a search space Optuna refuses fails here, before anything is written
     url = optuna_url(cfg)
     if overwrite:
         _forget(cfg, url)
@@ -164,22 +166,37 @@ def start_study(cfg: PrefsweepConfig, *, overwrite: bool = False, progress: list
     record = StudyRecord(name=cfg.name, config=cfg.model_dump(mode="json"), tracking_uri=uri,
                          experiment_id=experiment_id, parent_run_id=parent, optuna_url=url)
     record.save(storage)
-    _prepare_reference_cache(record, data)
-    tuner = tune.Tuner(
-        _trainable(record, data),
-        tune_config=tune.TuneConfig(
-            metric=cfg.sweep.metric.name, mode=cfg.sweep.metric.mode,
-            search_alg=_searcher(cfg, url), scheduler=_scheduler(cfg),
-            num_samples=total_trials(cfg.sweep), max_concurrent_trials=cfg.sweep.max_concurrent_trials,
-        ),
-        run_config=tune.RunConfig(
-            name=cfg.name, storage_path=storage, callbacks=progress or [],
-            # A trial whose function died with its node restarts on the nodes left (see
-            # run_trial); the Train run inside it retries lost workers on its own.
-            failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_retries, fail_fast=False),
-        ),
-    )
+    with _fails_study(record):
+        _prepare_reference_cache(record, data)
+        tuner = tune.Tuner(
+            _trainable(record, data),
+            tune_config=tune.TuneConfig(
+                metric=cfg.sweep.metric.name, mode=cfg.sweep.metric.mode,
+                search_alg=_searcher(cfg, url), scheduler=_scheduler(cfg),
+                num_samples=total_trials(cfg.sweep), max_concurrent_trials=cfg.sweep.max_concurrent_trials,
+            ),
+            run_config=tune.RunConfig(
+                name=cfg.name, storage_path=storage, callbacks=progress or [],
+                # A trial whose function died with its node restarts on the nodes left (see
+                # run_trial); the Train run inside it retries lost workers on its own.
+                failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_retries, fail_fast=False),
+            ),
+        )
     return _finish(record, tuner)
+
+
+@contextmanager
+def _fails_study(record: StudyRecord):
+    """Between writing the study record and Tune's first trial: an error leaves the study
+    `failed` with its message (so `status` says why), never `running` forever."""
+    try:
+        yield
+    except BaseException as exc:
+        # Ctrl-C here leaves it `interrupted`, like one during the sweep (resume continues it).
+        record.state = "failed" if isinstance(exc, Exception) else "interrupted"
+        record.error = _short_error(exc)
+        record.save(record.cfg.resolved_storage())
+        raise
 
 
 def resume_study(name: str, storage: str = "runs", progress: list | None = None) -> StudyRecord:
@@ -189,24 +206,20 @@ def resume_study(name: str, storage: str = "runs", progress: list | None = None)
         return record
     data = _load_data(cfg)
     init_ray()
-    _prepare_reference_cache(record, data)
-    tuner = tune.Tuner.restore(
-        study_dir(cfg.resolved_storage(), name), trainable=_trainable(record, data),
-        resume_unfinished=True, resume_errored=False, restart_errored=False,
-    )
+    with _fails_study(record):
+        _prepare_reference_cache(record, data)
+        tuner = tune.Tuner.restore(
+            study_dir(cfg.resolved_storage(), name), trainable=_trainable(record, data),
+            resume_unfinished=True, resume_errored=False, restart_errored=False,
+        )
     return _finish(record, tuner)
 
 
 def _prepare_reference_cache(record: StudyRecord, data: Any) -> None:
     """The one reference pass of the study, before any trial (see sweep.refcache)."""
     cfg = record.cfg
-    try:
-        refcache.prepare_study(cfg, data, study_dir(cfg.resolved_storage(), record.name), record.tracking_uri,
-                               record.parent_run_id)
-    except BaseException as exc:
-        record.state, record.error = "failed", _short_error(exc)
-        record.save(cfg.resolved_storage())
-        raise
+    refcache.prepare_study(cfg, data, study_dir(cfg.resolved_storage(), record.name), record.tracking_uri,
+                           record.parent_run_id)
 
 
 def _finish(record: StudyRecord, tuner: tune.Tuner) -> StudyRecord:

@@ -17,12 +17,16 @@ def study_status(name: str, storage: str = "runs") -> dict[str, Any]:
     from sweep.search_space import total_trials
 
     done = sum(r.state in ("finished", "stopped", "failed") for r in rows)
+    try:
+        total = total_trials(cfg.sweep)
+    except ValueError:  # a study recorded before its search space was checked up front
+        total = cfg.sweep.num_trials
     best = best_row(rows, cfg)
     return {
         "name": name,
         "state": record.state,
         "metric": cfg.sweep.metric.model_dump(),
-        "progress": {"done": done, "total": total_trials(cfg.sweep)},
+        "progress": {"done": done, "total": total},
         "best": best.as_dict() if best else None,
         "trials": [r.as_dict() for r in rows],
         "mlflow": {"tracking_uri": record.tracking_uri, "experiment_id": record.experiment_id,

@@ -70,3 +70,33 @@ def test_the_installed_command_exits_nonzero_on_bad_data(tmp_path):
                           env={**os.environ, "COLUMNS": "200"}, timeout=120)
     assert proc.returncode == 1
     assert "pairs.jsonl: row 1, column 'chosen'" in proc.stdout
+
+
+def test_grid_over_a_distribution_is_refused_by_validate_and_run_before_anything_is_written(tmp_path, capsys):
+    path = config_file(tmp_path, [PAIR] * 8)  # default parameters: learning_rate is log_uniform_values
+    for verb in ("validate", "run"):
+        assert main([verb, str(path), "--set", "sweep.method=grid"]) == 2
+        out = " ".join(capsys.readouterr().out.split())
+        assert "sweep.parameters.train.learning_rate" in out and "grid" in out, out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_error_after_the_study_record_leaves_it_failed_and_status_shows_it(tmp_path, capsys):
+    from sweep.config import PrefsweepConfig
+    from sweep.driver import _fails_study
+    from sweep.study import StudyRecord, load_record
+
+    cfg = PrefsweepConfig(name="early", storage={"path": str(tmp_path / "runs")})
+    record = StudyRecord(name="early", config=cfg.model_dump(mode="json"), tracking_uri="sqlite:///x.db",
+                         experiment_id="0", parent_run_id="p", optuna_url="sqlite:///o.db")
+    record.save(cfg.resolved_storage())
+    try:
+        with _fails_study(record):
+            raise RuntimeError("the reference model failed to load")
+    except RuntimeError:
+        pass
+    saved = load_record("early", str(tmp_path / "runs"))
+    assert saved.state == "failed" and "failed to load" in saved.error
+    assert main(["status", "early", "--storage", str(tmp_path / "runs")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "early: failed" in out and "the reference model failed to load" in out
