@@ -1,4 +1,4 @@
-"""The REST service: thin routes over `sweep.service` (the CLI's functions), the studies
+"""The REST service: thin routes over `sweep.service.studies` (the CLI's functions), the studies
 table and Ray Jobs. A study's id is its name (unique per storage; 409 on a duplicate)."""
 import json
 import logging
@@ -20,10 +20,10 @@ from api.jobs import JobNotFound, RayJobs, RayUnavailable, reconcile
 from api.security import require_token, prepare_config
 from api.serving import GREEDY_BELOW, GenerationParams, Generator, NoCheckpoint
 from api.settings import Settings
-from sweep import service
-from sweep.config import NAME_PATTERN
-from sweep.configio import ConfigError, dump_yaml
-from sweep.study import exists as study_exists
+from sweep.service import studies as service
+from sweep.config.schema import NAME_PATTERN
+from sweep.config.loading import ConfigError, dump_yaml
+from sweep.storage.record import exists as study_exists
 
 log = logging.getLogger("prefsweep.api")
 STATIC = Path(__file__).parent / "static"
@@ -282,7 +282,7 @@ def openapi_with_config(app: FastAPI) -> dict:
     if app.openapi_schema is None:
         from fastapi.openapi.utils import get_openapi
 
-        from sweep.config import PrefsweepConfig
+        from sweep.config.schema import PrefsweepConfig
 
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         config = PrefsweepConfig.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -299,7 +299,7 @@ def prepare_stores(cfg) -> None:
     import optuna
 
     from sweep import tracking
-    from sweep.study import optuna_url
+    from sweep.storage.record import optuna_url
 
     tracking.ensure_experiment(cfg, tracking.tracking_uri(cfg))
     optuna.storages.RDBStorage(optuna_url(cfg))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from api.db import Database
 from api.settings import Settings
-from sweep.raycluster import free_port
+from sweep.study.ray_cluster import free_port
 
 log = logging.getLogger("prefsweep.api")
 
@@ -64,7 +64,7 @@ def start_local_ray(port: int) -> None:
     """`ray start --head` with the dashboard on 127.0.0.1:PORT and token auth on. The cluster
     outlives the service, so a restarted service finds its jobs again."""
     # RAY_API_SERVER_ADDRESS: the head's processes reach its own dashboard even when a later
-    # `ray start` elsewhere on the machine becomes "the latest cluster" (see sweep.raycluster).
+    # `ray start` elsewhere on the machine becomes "the latest cluster" (see sweep.study.ray_cluster).
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token"),
            "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
     ray_bin = str(Path(sys.executable).with_name("ray"))

@@ -17,8 +17,8 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPBearer
 
 from api.settings import Settings
-from sweep.config import PrefsweepConfig
-from sweep.configio import ConfigError, load_config
+from sweep.config.schema import PrefsweepConfig
+from sweep.config.loading import ConfigError, load_config
 
 SERVER_KEYS = ("storage.path", "storage.optuna_url", "tracking.mlflow_tracking_uri")
 PATH_KEYS = ("data.train.path", "data.eval.path", "model.name_or_path", "model.ref_name_or_path")
@@ -87,7 +87,7 @@ def inside_roots(path: str, settings: Settings) -> Path:
 
 
 def _local_model(name: str, settings: Settings) -> bool:
-    from sweep.models import _looks_like_path
+    from sweep.models.loading import _looks_like_path
 
     if name.startswith("builtin:"):
         return False

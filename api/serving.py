@@ -55,7 +55,7 @@ class Generator:
         return {name: m.trial_id for name, m in self._models.items()}
 
     def model_for(self, name: str) -> Loaded:
-        from sweep.service import best_trial
+        from sweep.service.studies import best_trial
 
         try:
             record, best = best_trial(name, self.settings.storage_path)
@@ -82,9 +82,9 @@ class Generator:
             return loaded
 
     def _load(self, name: str, key: str, record, best: dict[str, Any]) -> Loaded:
-        from sweep.configio import config_with
-        from sweep.export import export_checkpoint
-        from sweep.models import load_causal_lm, load_tokenizer
+        from sweep.config.loading import config_with
+        from sweep.study.export import export_checkpoint
+        from sweep.models.loading import load_causal_lm, load_tokenizer
 
         cfg = config_with(record.cfg, best["params"])
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]

@@ -1,7 +1,7 @@
 """Train-step throughput: our DPO step vs TRL's DPOTrainer, and vs the bare forward+backward.
 
 a. tokens/s (non-pad tokens of the batches each side trained on) of our step, as the worker
-   loop runs it (DataLoader + collation, objectives.step.batch_loss, backward, clipping,
+   loop runs it (DataLoader + collation, sweep.engine.batch_loss.batch_loss, backward, clipping,
    AdamW, LR schedule, metric accumulation), and of `trl.DPOTrainer.train()` on the same
    model, rows, batch size and machine; with the reference cache (TRL: precompute_ref_log_probs
    =True) and without (a live reference model on both sides). Variants run in interleaved
@@ -22,14 +22,14 @@ import time
 import torch
 from common import machine, median, model_name, synthetic_data, table, write_json
 
-from objectives.batching import PairCollator
-from objectives.metrics import MetricAccumulator
+from sweep.engine.collate import PairCollator
+from sweep.engine.metrics import MetricAccumulator
 from objectives.registry import get_objective
-from objectives.step import Reference, batch_loss
-from objectives.worker import _epochs, lr_lambda, make_loader, tokenized_splits
-from sweep import refcache
-from sweep.config import PrefsweepConfig
-from sweep.models import load_causal_lm, load_tokenizer
+from sweep.engine.batch_loss import Reference, batch_loss
+from sweep.engine.loop import _epochs, lr_lambda, make_loader, tokenized_splits
+from sweep.study import reference_cache as refcache
+from sweep.config.schema import PrefsweepConfig
+from sweep.models.loading import load_causal_lm, load_tokenizer
 
 
 # Wall time by default; `--clock cpu` times with this process's CPU time instead, which other

@@ -1,7 +1,7 @@
 """An N-trial sweep with and without the study's shared reference cache.
 
 c. wall time and total compute (CPU seconds of every process) of N trials, each a fresh
-   process running the real worker loop (objectives.worker.train_loop_per_worker, in Ray
+   process running the real worker loop (sweep.engine.loop.train_loop_per_worker, in Ray
    Train's local mode), one after another as `max_concurrent_trials: 1` runs them; with the
    cache, plus the one reference pass (also its own process, as the Ray task is), and the
    number of reference passes the study recorded.
@@ -22,8 +22,8 @@ import time
 
 from common import machine, model_name, synthetic_data, table, write_json
 
-from sweep import refcache
-from sweep.config import PrefsweepConfig
+from sweep.study import reference_cache as refcache
+from sweep.config.schema import PrefsweepConfig
 
 GRID = [(1e-4, 0.1), (3e-4, 0.3), (1e-3, 0.1), (3e-3, 0.3), (1e-4, 0.3), (3e-4, 0.1), (1e-3, 0.3), (3e-3, 0.1)]
 
@@ -46,7 +46,7 @@ def _usage() -> dict:
 def _warm(config: dict) -> None:
     """Load the model and tokenizer once, untimed: the lazy imports behind a first
     from_pretrained (seconds) are start-up every process pays, not work."""
-    from sweep.models import load_causal_lm, load_tokenizer
+    from sweep.models.loading import load_causal_lm, load_tokenizer
 
     load_causal_lm(config["model"]["name_or_path"])
     load_tokenizer(config["model"]["name_or_path"])
@@ -57,7 +57,7 @@ def _trial_process(config: dict, data, entry, threads: int, queue) -> None:
     import torch
     from ray.train.torch import TorchTrainer
 
-    from objectives.worker import train_loop_per_worker
+    from sweep.engine.loop import train_loop_per_worker
 
     torch.set_num_threads(threads)
     _warm(config)
@@ -76,7 +76,7 @@ def _trial_process(config: dict, data, entry, threads: int, queue) -> None:
 def _pass_process(config: dict, data, study: str, threads: int, queue) -> None:
     import torch
 
-    from objectives import worker  # noqa: F401  the imports a trial process pays too, outside the timing
+    from sweep.engine import loop as worker  # noqa: F401  the imports a trial process pays too, outside the timing
 
     torch.set_num_threads(threads)
     _warm(config)

@@ -16,8 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from sweep.builtin import tokenizer_corpus  # noqa: E402
-from sweep.data import PreferenceData, PreferencePair  # noqa: E402
+from sweep.models.builtin import tokenizer_corpus  # noqa: E402
+from sweep.data.loading import PreferenceData, PreferencePair  # noqa: E402
 
 GPT2_DIR = Path(os.environ.get("PREFSWEEP_CACHE", Path.home() / ".cache" / "prefsweep")) / "bench-gpt2-random"
 
@@ -49,7 +49,7 @@ def model_name(kind: str) -> str:
     if not (GPT2_DIR / "config.json").is_file():
         from transformers import GPT2Config, GPT2LMHeadModel
 
-        from sweep.models import load_tokenizer
+        from sweep.models.loading import load_tokenizer
 
         tokenizer = load_tokenizer("builtin:tiny-gpt2")
         torch.manual_seed(0)

@@ -26,8 +26,8 @@ from torch import Tensor
 from objectives.registry import register
 from objectives.types import LossOutput, PairedLogps, detached_mean
 
-if TYPE_CHECKING:  # sweep.config imports the registry; a runtime import here would be circular
-    from sweep.config import ObjectiveConfig
+if TYPE_CHECKING:  # sweep.config.schema imports the registry; a runtime import here would be circular
+    from sweep.config.schema import ObjectiveConfig
 
 # TRL logs these for every DPO loss type and for CPO/SimPO/ORPO alike.
 REWARD_METRICS = (

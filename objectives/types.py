@@ -2,7 +2,7 @@
 
 Every objective is a pure function ``fn(logps, params) -> LossOutput`` over per-sequence
 log-probabilities; models, tokenizers and trainers never reach it. ``params`` is the
-``objective`` section of the config (``sweep.config.ObjectiveConfig``): beta, alpha, ...
+``objective`` section of the config (``sweep.config.schema.ObjectiveConfig``): beta, alpha, ...
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ All inputs are ``[B]`` tensors (B = rows, accepted and rejected mixed in any ord
 Metrics over one label set (``rewards/chosen``, ``logps/accepted``...) are the mean over that
 set's rows. When a batch has no row of a set, the metrics of that set (and the margins, which
 need both) are NaN, never left out: every batch, and every DDP rank, then reports the same
-names, which ``objectives.metrics.MetricAccumulator`` all-reduces as one vector, skipping the
+names, which ``sweep.engine.metrics.MetricAccumulator`` all-reduces as one vector, skipping the
 NaNs. The effect is TRL's KTO trainer's, which logs nothing for a set absent from a batch.
 """
 from __future__ import annotations
@@ -23,8 +23,8 @@ from torch import Tensor
 from objectives.registry import EXACT_KL, MISMATCHED_KL, register
 from objectives.types import LossOutput, UnpairedLogps, detached_mean
 
-if TYPE_CHECKING:  # sweep.config imports the registry; a runtime import here would be circular
-    from sweep.config import ObjectiveConfig
+if TYPE_CHECKING:  # sweep.config.schema imports the registry; a runtime import here would be circular
+    from sweep.config.schema import ObjectiveConfig
 
 # exp() of a summed sequence log-ratio overflows float32 beyond ~88; 20 keeps r - 1 - log r
 # below 5e8, far past any log-ratio a KL-regularised run should reach.

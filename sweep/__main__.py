@@ -1,5 +1,5 @@
 import sys
 
-from sweep.cli import main
+from sweep.cli.main import main
 
 sys.exit(main())

@@ -15,7 +15,7 @@ from filelock import FileLock
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from sweep.config import PrefsweepConfig
+from sweep.config.schema import PrefsweepConfig
 
 PARENT_TAG = "mlflow.parentRunId"
 STUDY_TAG = "prefsweep.study"

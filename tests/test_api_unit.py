@@ -22,7 +22,7 @@ from api.jobs import JobNotFound, RayUnavailable, ray_auth_token, reconcile
 from api.security import token_ok
 from api.server import check_can_serve
 from api.settings import from_env
-from sweep.raycluster import free_port
+from sweep.study.ray_cluster import free_port
 
 TOKEN = "unit-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -11,8 +11,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from sweep import builtin
-from sweep.builtin import BUILTIN_MODELS, builtin_path, is_builtin
+from sweep.models import builtin
+from sweep.models.builtin import BUILTIN_MODELS, builtin_path, is_builtin
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "data" / "demo"
@@ -124,7 +124,7 @@ def test_chat_template(tiny_dir):
 
 
 def test_concurrent_builds_leave_one_valid_dir(tmp_path, monkeypatch):
-    # Spawned children inherit the environment and import only sweep.builtin, so both
+    # Spawned children inherit the environment and import only sweep.models.builtin, so both
     # reach the build at about the same moment: the race Ray workers run on a fresh node.
     monkeypatch.setenv("PREFSWEEP_CACHE", str(tmp_path))
     ctx = multiprocessing.get_context("spawn")

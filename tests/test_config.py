@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from sweep.config import PrefsweepConfig
-from sweep.configio import ConfigError, config_with, load_config, parse_override
+from sweep.config.schema import PrefsweepConfig
+from sweep.config.loading import ConfigError, config_with, load_config, parse_override
 
 
 def fields(err: ConfigError) -> list[str]:

@@ -1,4 +1,4 @@
-"""Formats, validation, renames, splits and pair/unpair shaping of `sweep.data`.
+"""Formats, validation, renames, splits and pair/unpair shaping of `sweep.data.loading`.
 Every source is a small file the test writes; source types are covered in test_data_sources.py."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pickle
 
 import pytest
 
-from sweep.config import DataConfig, DataSource
-from sweep.data import (
+from sweep.config.schema import DataConfig, DataSource
+from sweep.data.loading import (
     DataError,
     LabeledCompletion,
     PreferencePair,
@@ -239,7 +239,7 @@ def test_drop_invalid_drops_counts_and_warns(tmp_path, caplog):
     rows = pairs_rows(4)
     rows.insert(1, {"prompt": "q", "chosen": "", "rejected": "b"})
     rows.insert(3, {"prompt": "q", "chosen": "a"})
-    with caplog.at_level(logging.WARNING, logger="sweep.data"):
+    with caplog.at_level(logging.WARNING, logger="sweep.data.loading"):
         data = load(tmp_path, rows, drop_invalid=True)
     assert data.dropped == 2 and len(data.train) == 4
     assert data.summary()["dropped"] == 2

@@ -1,4 +1,4 @@
-"""Every source type `sweep.data.read_rows` reads, each from a small file the test writes: jsonl,
+"""Every source type `sweep.data.loading.read_rows` reads, each from a small file the test writes: jsonl,
 json (list, {"data": [...]}, columns, JSON lines), csv, parquet, save_to_disk (Dataset and
 DatasetDict) and a hub-layout parquet directory through `datasets.load_dataset`."""
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sweep.config import DataConfig, DataSource
-from sweep.data import DataError, LabeledCompletion, PreferencePair, load_preference_data, read_rows
+from sweep.config.schema import DataConfig, DataSource
+from sweep.data.loading import DataError, LabeledCompletion, PreferencePair, load_preference_data, read_rows
 
 ROWS = [{"prompt": f"Q{i}?", "chosen": f" yes {i}", "rejected": f" no {i}"} for i in range(4)]
 PAIRS = [PreferencePair(**row) for row in ROWS]

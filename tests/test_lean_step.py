@@ -1,4 +1,4 @@
-"""objectives.step.sequence_logps: log-probs from the completion positions' logits only
+"""sweep.engine.batch_loss.sequence_logps: log-probs from the completion positions' logits only
 equal the full-logits computation, values and gradients; models without a boolean
 `logits_to_keep` fall back to full logits."""
 from __future__ import annotations
@@ -6,11 +6,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from objectives import step
-from objectives.batching import PairCollator
+from sweep.engine import batch_loss as step
+from sweep.engine.collate import PairCollator
 from objectives.logprobs import completion_logps
-from sweep.models import load_causal_lm
-from sweep.tokenize import TokenizedPair
+from sweep.models.loading import load_causal_lm
+from sweep.data.tokenize import TokenizedPair
 
 ITEMS = [TokenizedPair([5, 6, 7, 8, 9], [10, 11], [12, 13, 14, 15]), TokenizedPair([20], [21, 22, 23, 24, 25], [26]),
          TokenizedPair([30, 31, 32], [33], [34, 35])]

@@ -8,9 +8,9 @@ import huggingface_hub.constants
 import pytest
 import torch
 
-from sweep import models
-from sweep.builtin import builtin_path
-from sweep.models import load_causal_lm, load_tokenizer, resolve_model_path
+from sweep.models import loading as models
+from sweep.models.builtin import builtin_path
+from sweep.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
 
 TINY = "builtin:tiny-gpt2"
 

@@ -12,7 +12,7 @@ import torch
 
 from objectives.registry import get_objective
 from objectives.types import PairedLogps, UnpairedLogps
-from sweep.config import ObjectiveConfig
+from sweep.config.schema import ObjectiveConfig
 
 PAIRED = ("dpo", "ipo", "hinge", "robust", "simpo", "orpo")
 

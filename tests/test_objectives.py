@@ -13,7 +13,7 @@ import torch
 
 from objectives.registry import EXACT_KL, MISMATCHED_KL, get_objective, objective_names
 from objectives.types import PairedLogps, UnpairedLogps
-from sweep.config import ObjectiveConfig
+from sweep.config.schema import ObjectiveConfig
 
 PAIRED = ("dpo", "ipo", "hinge", "robust", "simpo", "orpo")
 UNPAIRED = ("kto", "pmpo")
@@ -335,7 +335,7 @@ def test_kto_all_accepted_batch_reports_nan_for_the_empty_set():
 
 
 def test_empty_set_nan_is_skipped_by_the_metric_accumulator():
-    from objectives.metrics import MetricAccumulator
+    from sweep.engine.metrics import MetricAccumulator
 
     mixed = full_unpaired()
     only_accepted = full_unpaired()

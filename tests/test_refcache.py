@@ -1,4 +1,4 @@
-"""The study-wide reference cache (sweep.refcache): when it applies, what its key covers,
+"""The study-wide reference cache (sweep.study.reference_cache): when it applies, what its key covers,
 that a bad entry is never trusted, one pass per entry, and that training from it gives the
 numbers a live reference gives."""
 from __future__ import annotations
@@ -10,8 +10,9 @@ import pytest
 import torch
 from worker_harness import one_thread, run_worker, tiny_config, tiny_data  # noqa: F401 (fixture)
 
-from sweep import refcache, reffingerprint
-from sweep.data import unpair
+from sweep.study import reference_cache as refcache
+from sweep.storage import fingerprint as reffingerprint
+from sweep.data.loading import unpair
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -86,10 +87,10 @@ def test_row_count_mismatch_is_refused():
 def test_cached_logps_equal_live_reference():
     """The pass computes exactly what a live reference computes, pairs and unpaired rows alike."""
     from objectives.registry import get_objective
-    from objectives.step import Reference
-    from objectives.worker import tokenized_splits
-    from sweep.models import load_causal_lm, load_tokenizer
-    from objectives.batching import PairCollator
+    from sweep.engine.batch_loss import Reference
+    from sweep.engine.loop import tokenized_splits
+    from sweep.models.loading import load_causal_lm, load_tokenizer
+    from sweep.engine.collate import PairCollator
 
     cfg, data = tiny_config(), tiny_data()
     cached = refcache.compute_reference_logps(cfg, data)

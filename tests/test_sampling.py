@@ -1,4 +1,4 @@
-"""objectives.sampling.LengthGroupedSampler: a permutation per epoch, deterministic per
+"""sweep.engine.length_sampler.LengthGroupedSampler: a permutation per epoch, deterministic per
 seed+epoch, DistributedSampler's per-rank contract, and much less padding than a shuffle."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from torch.utils.data import RandomSampler
 from torch.utils.data.distributed import DistributedSampler
 
-from objectives.sampling import LengthGroupedSampler, item_length
-from sweep.tokenize import TokenizedCompletion, TokenizedPair
+from sweep.engine.length_sampler import LengthGroupedSampler, item_length
+from sweep.data.tokenize import TokenizedCompletion, TokenizedPair
 
 _RNG = random.Random(3)
 LENGTHS = [_RNG.randint(5, 300) for _ in range(203)]  # not a multiple of any batch
@@ -77,9 +77,9 @@ def test_item_length_of_pairs_counts_the_longer_completion():
 
 
 def test_worker_loader_uses_it_by_config():
-    from objectives.batching import PairCollator
-    from objectives.worker import make_loader
-    from sweep.config import PrefsweepConfig
+    from sweep.engine.collate import PairCollator
+    from sweep.engine.loop import make_loader
+    from sweep.config.schema import PrefsweepConfig
 
     items = [TokenizedPair([1] * (n % 7 + 1), [2] * (n % 11 + 1), [3] * (n % 5 + 1)) for n in range(40)]
     grouped = make_loader(items, PrefsweepConfig(), PairCollator(0), batch_size=4, shuffle=True, num_replicas=2, rank=1)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sweep.configio import load_config
-from sweep.validate import validate
+from sweep.config.loading import load_config
+from sweep.study.validate import validate
 
 PAIRS = [("Human: how do I bake bread?\n\nAssistant:", " Mix flour, water and yeast.", " No."),
          ("Human: name a planet\n\nAssistant:", " Mars is a planet.", " Bread."),

@@ -7,7 +7,7 @@ import torch
 
 from api.serving import GREEDY_BELOW, GenerationParams, Generator, Loaded
 from api.settings import Settings
-from sweep.models import load_causal_lm, load_tokenizer
+from sweep.models.loading import load_causal_lm, load_tokenizer
 
 TINY = "builtin:tiny-gpt2"
 

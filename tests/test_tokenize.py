@@ -1,4 +1,4 @@
-"""`sweep.tokenize` on a real fast tokenizer trained here (byte-level BPE, offline): prompt/completion
+"""`sweep.data.tokenize` on a real fast tokenizer trained here (byte-level BPE, offline): prompt/completion
 boundaries, EOS, truncation, chat templates, and parity with TRL 1.16's DPOTrainer."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from sweep.data import LabeledCompletion, PreferencePair
-from sweep.tokenize import TokenizedCompletion, TokenizedPair, tokenize_completions, tokenize_pairs
+from sweep.data.loading import LabeledCompletion, PreferencePair
+from sweep.data.tokenize import TokenizedCompletion, TokenizedPair, tokenize_completions, tokenize_pairs
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
@@ -125,7 +125,7 @@ def test_prompt_yields_room_for_one_completion_token(tok):
 def test_truncation_and_boundary_moves_are_logged(tok, caplog):
     pairs = [PreferencePair("The grass is green and the sk", "y is blue.", "y is green."),
              PreferencePair("The sky is", " blue.", " no")]
-    with caplog.at_level(logging.INFO, logger="sweep.tokenize"):
+    with caplog.at_level(logging.INFO, logger="sweep.data.tokenize"):
         tokenize_pairs(pairs, tok, max_length=4, max_prompt_length=2)
     assert "in 1 of 2 rows the tokenized prompt is not a prefix" in caplog.text
     assert "2 of 2 prompts left-truncated, 4 completions right-truncated" in caplog.text

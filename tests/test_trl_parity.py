@@ -3,7 +3,7 @@
 For every objective TRL also implements, the real TRL trainer is built offline (CPU, fp32, no
 dropout, `report_to="none"`) on `builtin:tiny-gpt2` and a small dataset, one batch is taken from its
 own train dataloader and passed to its own `compute_loss`, and the loss and the metrics it records
-are compared with ours: `sweep.tokenize` -> `objectives.batching` collator -> `objectives.step.batch_loss`
+are compared with ours: `sweep.data.tokenize` -> `sweep.engine.collate` collator -> `sweep.engine.batch_loss.batch_loss`
 on the same rows in the same order, with a separate frozen copy of the initial model as reference.
 
 The policy is the initial model plus seeded weight noise, so log-ratios are a few nats (not all
@@ -37,14 +37,14 @@ import torch
 
 pytest.importorskip("trl")
 
-from sweep.builtin import builtin_path  # noqa: E402
-from sweep.config import ObjectiveConfig  # noqa: E402
-from sweep.formats import LabeledCompletion, PreferencePair  # noqa: E402
-from sweep.tokenize import tokenize_completions, tokenize_pairs  # noqa: E402
-from objectives.batching import CompletionCollator, PairCollator  # noqa: E402
+from sweep.models.builtin import builtin_path  # noqa: E402
+from sweep.config.schema import ObjectiveConfig  # noqa: E402
+from sweep.data.formats import LabeledCompletion, PreferencePair  # noqa: E402
+from sweep.data.tokenize import tokenize_completions, tokenize_pairs  # noqa: E402
+from sweep.engine.collate import CompletionCollator, PairCollator  # noqa: E402
 from objectives.logprobs import completion_logps  # noqa: E402
 from objectives.registry import get_objective  # noqa: E402
-from objectives.step import Reference, batch_loss, forward_logits  # noqa: E402
+from sweep.engine.batch_loss import Reference, batch_loss, forward_logits  # noqa: E402
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::FutureWarning"),

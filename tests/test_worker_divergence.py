@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from objectives import worker
-from objectives.worker import DIVERGED_FILE
+from sweep.engine import loop as worker
+from sweep.engine.loop import DIVERGED_FILE
 from worker_harness import run_worker, tiny_config, tiny_data
 
 DIVERGING = dict(train={"learning_rate": 1e30, "max_grad_norm": None, "max_steps": 6})

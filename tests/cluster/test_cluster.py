@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from processes import wait_for
-from sweep.raycluster import free_port
+from sweep.study.ray_cluster import free_port
 
 from .support import BIN, REPO, background, http_json
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from sweep.raycluster import free_port
+from sweep.study.ray_cluster import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 # Where relative data paths resolve and data/ is the allowed root (a developer can point it

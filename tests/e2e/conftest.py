@@ -12,7 +12,7 @@ import pytest
 
 from helpers import BIN, REPO
 from processes import stop_processes_under
-from sweep.raycluster import free_port
+from sweep.study.ray_cluster import free_port
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.ray
 
 PROBE = """
 import ray
-from sweep.raycluster import init_ray
+from sweep.study.ray_cluster import init_ray
 
 init_ray(num_cpus=1)
 

@@ -12,7 +12,7 @@ import yaml
 
 from mlflow import MlflowClient
 
-from sweep import refcache
+from sweep.study import reference_cache as refcache
 
 pytestmark = pytest.mark.ray
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sweep.results import trial_rows
-from sweep.study import load_record
+from sweep.study.trials import trial_rows
+from sweep.storage.record import load_record
 
 from helpers import BIN, REPO
 from processes import wait_for

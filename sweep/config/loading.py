@@ -10,7 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from objectives.registry import get_objective
-from sweep.config import PrefsweepConfig
+from sweep.config.schema import PrefsweepConfig
 
 
 class ConfigError(ValueError):

@@ -18,15 +18,16 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from objectives.registry import get_objective
-from sweep import refcache, tracking
-from sweep.config import PrefsweepConfig
-from sweep.configio import config_with
-from sweep.data import load_preference_data
-from sweep.raycluster import init_ray
-from sweep.results import evaluations_per_trial, summarize_study, trial_rows
-from sweep.search_space import DefineByRun, sampler_for, total_trials
-from sweep.study import StudyRecord, exists, join, load_record, optuna_url, study_dir
-from sweep.trainer import build_trainer
+from sweep import tracking
+from sweep.study import reference_cache as refcache
+from sweep.config.schema import PrefsweepConfig
+from sweep.config.loading import config_with
+from sweep.data.loading import load_preference_data
+from sweep.study.ray_cluster import init_ray
+from sweep.study.trials import evaluations_per_trial, summarize_study, trial_rows
+from sweep.study.search_space import DefineByRun, sampler_for, total_trials
+from sweep.storage.record import StudyRecord, exists, join, load_record, optuna_url, study_dir
+from sweep.engine.trainer import build_trainer
 
 
 class StudyExistsError(ValueError):
@@ -216,7 +217,7 @@ def resume_study(name: str, storage: str = "runs", progress: list | None = None)
 
 
 def _prepare_reference_cache(record: StudyRecord, data: Any) -> None:
-    """The one reference pass of the study, before any trial (see sweep.refcache)."""
+    """The one reference pass of the study, before any trial (see sweep.study.reference_cache)."""
     cfg = record.cfg
     refcache.prepare_study(cfg, data, study_dir(cfg.resolved_storage(), record.name), record.tracking_uri,
                            record.parent_run_id)
@@ -246,7 +247,7 @@ def _forget(cfg: PrefsweepConfig, url: str) -> None:
         optuna.delete_study(study_name=cfg.name, storage=url)
     except KeyError:
         pass
-    from sweep.study import filesystem
+    from sweep.storage.record import filesystem
 
     fs, inner = filesystem(study_dir(cfg.resolved_storage(), cfg.name))  # a directory or s3:// gs://
     if fs.get_file_info(inner).type != pafs.FileType.NotFound:

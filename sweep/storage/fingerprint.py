@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from objectives.registry import get_objective
-from sweep.config import PrefsweepConfig
+from sweep.config.schema import PrefsweepConfig
 
 CACHE_FORMAT = 1
 _SMALL_FILE = 64 << 20  # hashed whole; larger weight files by size + three 4 MiB samples
@@ -25,7 +25,7 @@ _SAMPLE = 4 << 20
 def model_identity(name_or_path: str) -> str:
     """What a model/tokenizer is, stable across nodes: builtin -> recipe hash; local dir ->
     content hash (no mtimes: each node may hold its own copy); hub id -> cached snapshot commit."""
-    from sweep.builtin import RECIPE_VERSION, is_builtin, recipe_hash
+    from sweep.models.builtin import RECIPE_VERSION, is_builtin, recipe_hash
 
     if is_builtin(name_or_path):
         return f"{name_or_path}@v{RECIPE_VERSION}-{recipe_hash()}"

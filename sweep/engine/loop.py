@@ -21,19 +21,19 @@ import ray.train.torch
 import torch
 from torch.utils.data import DataLoader
 
-from objectives.batching import CompletionCollator, PairCollator
-from objectives.checkpoint import load_training_state, save_checkpoint
-from objectives.metrics import MetricAccumulator
-from objectives.modeling import build_policy_and_reference, unwrap
+from sweep.engine.collate import CompletionCollator, PairCollator
+from sweep.engine.checkpoints import load_training_state, save_checkpoint
+from sweep.engine.metrics import MetricAccumulator
+from sweep.engine.policy import build_policy_and_reference, unwrap
 from objectives.registry import MISMATCHED_KL, get_objective
-from objectives.sampling import LengthGroupedSampler, item_length
-from objectives.step import Reference, batch_loss
-from sweep.config import PrefsweepConfig
-from sweep.data import unpair
-from sweep.models import load_tokenizer
-from sweep.refcache import cached_splits
-from sweep.study import join, read_text, write_text
-from sweep.tokenize import tokenize_completions, tokenize_pairs
+from sweep.engine.length_sampler import LengthGroupedSampler, item_length
+from sweep.engine.batch_loss import Reference, batch_loss
+from sweep.config.schema import PrefsweepConfig
+from sweep.data.loading import unpair
+from sweep.models.loading import load_tokenizer
+from sweep.study.reference_cache import cached_splits
+from sweep.storage.record import join, read_text, write_text
+from sweep.data.tokenize import tokenize_completions, tokenize_pairs
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from sweep.tokenize import TokenizedCompletion, TokenizedPair
+from sweep.data.tokenize import TokenizedCompletion, TokenizedPair
 
 
 def pad_sequences(prompts: Sequence[list[int]], completions: Sequence[list[int]], pad_id: int) -> dict[str, Tensor]:

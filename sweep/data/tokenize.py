@@ -20,7 +20,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sweep.formats import LabeledCompletion, PreferencePair
+from sweep.data.formats import LabeledCompletion, PreferencePair
 
 logger = logging.getLogger(__name__)
 

@@ -5,10 +5,10 @@ from statistics import mean
 from typing import Any
 
 from objectives.registry import get_objective
-from sweep.config import PrefsweepConfig
-from sweep.data import load_preference_data
-from sweep.models import load_tokenizer
-from sweep.tokenize import tokenize_completions, tokenize_pairs
+from sweep.config.schema import PrefsweepConfig
+from sweep.data.loading import load_preference_data
+from sweep.models.loading import load_tokenizer
+from sweep.data.tokenize import tokenize_completions, tokenize_pairs
 
 
 def validate(cfg: PrefsweepConfig) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Preference data for training: read a source, rename columns, detect the format, validate
 every row, split off evaluation rows and shape records for the objective (paired or not).
 
-Formats and their rows (`sweep.formats`):
+Formats and their rows (`sweep.data.formats`):
 - paired: prompt, chosen, rejected text (extra columns such as static-hh's `response` are ignored);
 - hh: Anthropic transcripts in chosen/rejected, split at the last "\\n\\nAssistant:";
 - conversational: message lists, prompt + chosen + rejected, or chosen/rejected whole conversations
@@ -14,15 +14,15 @@ import logging
 import random
 from dataclasses import dataclass, field
 
-from sweep.config import DataConfig, DataSource
-from sweep.formats import (
+from sweep.config.schema import DataConfig, DataSource
+from sweep.data.formats import (
     DataError,
     LabeledCompletion,
     PreferencePair,
     detect_format,
     parse_rows,
 )
-from sweep.sources import read_rows
+from sweep.data.sources import read_rows
 
 __all__ = [
     "DataError",

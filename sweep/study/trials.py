@@ -7,10 +7,11 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sweep import refcache, tracking
-from sweep.config import PrefsweepConfig
-from sweep.configio import config_with, dump_yaml
-from sweep.study import StudyRecord, join, read_text, study_dir
+from sweep import tracking
+from sweep.study import reference_cache as refcache
+from sweep.config.schema import PrefsweepConfig
+from sweep.config.loading import config_with, dump_yaml
+from sweep.storage.record import StudyRecord, join, read_text, study_dir
 
 
 def evaluations_per_trial(cfg: PrefsweepConfig) -> int:
@@ -152,7 +153,7 @@ def summarize_study(record: StudyRecord) -> StudyRecord:
 def register_champion(record: StudyRecord, best: TrialRow) -> str | None:
     """Log the best trial's exported model to its child run and register it with the
     `champion` alias, linked to that run."""
-    from sweep.export import export_checkpoint
+    from sweep.study.export import export_checkpoint
 
     uri = record.tracking_uri
     run_id = tracking.find_run(uri, record.experiment_id,

@@ -4,17 +4,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sweep.configio import config_with
-from sweep.export import export_checkpoint
-from sweep.results import best_row, sort_rows, trial_rows
-from sweep.study import StudyRecord, load_record
+from sweep.config.loading import config_with
+from sweep.study.export import export_checkpoint
+from sweep.study.trials import best_row, sort_rows, trial_rows
+from sweep.storage.record import StudyRecord, load_record
 
 
 def study_status(name: str, storage: str = "runs") -> dict[str, Any]:
     record = load_record(name, storage)
     cfg = record.cfg
     rows = sort_rows(trial_rows(record), cfg)
-    from sweep.search_space import total_trials
+    from sweep.study.search_space import total_trials
 
     done = sum(r.state in ("finished", "stopped", "failed") for r in rows)
     try:

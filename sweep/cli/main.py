@@ -10,7 +10,7 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.table import Table
 
-from sweep.configio import ConfigError, load_config
+from sweep.config.loading import ConfigError, load_config
 
 console = Console()
 
@@ -20,7 +20,7 @@ def _load(args) -> object:
 
 
 def cmd_validate(args) -> int:
-    from sweep.validate import validate
+    from sweep.study.validate import validate
 
     report = validate(_load(args))
     table = Table(title=f"prefsweep validate {args.config}", show_header=False)
@@ -32,7 +32,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from sweep.train import run_training
+    from sweep.study.single_run import run_training
 
     cfg = _load(args)
     outcome = run_training(cfg)
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_config_args(verb("validate", cmd_validate, "check a config and its data; no training"))
     add_config_args(verb("train", cmd_train, "one training run with the config's fixed hyperparameters"))
-    from sweep import cli_sweep
+    from sweep.cli import study_verbs as cli_sweep
 
     cli_sweep.add_verbs(verb, add_config_args)
     return parser
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from sweep.data import DataError
+    from sweep.data.loading import DataError
 
     try:
         return args.fn(args) or 0

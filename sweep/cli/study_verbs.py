@@ -5,11 +5,11 @@ import json
 
 from rich.table import Table
 
-from sweep.cli import _load, console, print_metrics
+from sweep.cli.main import _load, console, print_metrics
 
 
 def cmd_run(args) -> int:
-    from sweep.driver import StudyExistsError, SweepInterrupted, start_study
+    from sweep.study.driver import StudyExistsError, SweepInterrupted, start_study
 
     cfg = _load(args)
     try:
@@ -23,7 +23,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    from sweep.driver import SweepInterrupted, resume_study
+    from sweep.study.driver import SweepInterrupted, resume_study
 
     try:
         record = resume_study(args.name, args.storage)
@@ -33,7 +33,7 @@ def cmd_resume(args) -> int:
 
 
 def _print_interrupted(name: str, storage: str, err: Exception) -> int:
-    from sweep.service import study_status
+    from sweep.service.studies import study_status
 
     print_trials(study_status(name, storage))
     console.print(f"[yellow]study {name} {err}[/yellow]", highlight=False, soft_wrap=True)  # one line to copy
@@ -41,14 +41,14 @@ def _print_interrupted(name: str, storage: str, err: Exception) -> int:
 
 
 def _print_outcome(name: str, storage: str) -> int:
-    from sweep.service import study_status
+    from sweep.service.studies import study_status
 
     status = study_status(name, storage)
     print_trials(status)
     failed = [t for t in status["trials"] if t["state"] == "failed"]
     if failed:
-        from sweep.config import resolve_storage_path
-        from sweep.study import study_dir
+        from sweep.config.schema import resolve_storage_path
+        from sweep.storage.record import study_dir
 
         where = study_dir(resolve_storage_path(storage), name)
         console.print(f"[yellow]{len(failed)} of {len(status['trials'])} trials failed[/yellow] (errors above; "
@@ -83,7 +83,7 @@ def _fmt(value) -> str:
 
 
 def cmd_status(args) -> int:
-    from sweep.service import study_status
+    from sweep.service.studies import study_status
 
     status = study_status(args.name, args.storage)
     if args.json:
@@ -96,7 +96,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_best(args) -> int:
-    from sweep.service import best_trial, export_best
+    from sweep.service.studies import best_trial, export_best
 
     _, best = best_trial(args.name, args.storage)
     console.print(f"best trial {best['trial_id']} ({best['state']}): params {json.dumps(best['params'])}")

@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sweep.config import DataSource
-from sweep.formats import DataError
+from sweep.config.schema import DataSource
+from sweep.data.formats import DataError
 
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from sweep.config import PrefsweepConfig, resolve_storage_path
+from sweep.config.schema import PrefsweepConfig, resolve_storage_path
 
 STUDY_FILE = "study.json"
 

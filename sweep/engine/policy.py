@@ -4,9 +4,9 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from objectives.registry import MISMATCHED_KL, Objective
-from objectives.step import Reference
-from sweep.config import PrefsweepConfig
-from sweep.models import load_causal_lm
+from sweep.engine.batch_loss import Reference
+from sweep.config.schema import PrefsweepConfig
+from sweep.models.loading import load_causal_lm
 
 
 def unwrap(model: nn.Module) -> nn.Module:

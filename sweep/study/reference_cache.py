@@ -9,7 +9,7 @@ resources, and stores them under the study:
     NAME/refcache/KEY/logps-SHA16.safetensors     {"train": [N,2] or [N], "eval": [M,2] or [M]}
     NAME/refcache/passes/*.json                   one record per reference pass (the counter)
 
-KEY is a hash of everything the numbers depend on (`sweep.reffingerprint`): reference model
+KEY is a hash of everything the numbers depend on (`sweep.storage.fingerprint`): reference model
 identity, tokenizer, the loaded rows, max_length/max_prompt_length, pairs vs unpaired rows,
 dtype and device kind. A trial whose swept parameters change any of these gets its own entry, computed
 on first use; an entry that fails its checksum, shapes or fingerprint is recomputed, never
@@ -36,9 +36,9 @@ import torch
 from torch import Tensor
 
 from objectives.registry import get_objective
-from sweep.config import PrefsweepConfig
-from sweep.reffingerprint import CACHE_FORMAT, fingerprint
-from sweep.study import filesystem, join
+from sweep.config.schema import PrefsweepConfig
+from sweep.storage.fingerprint import CACHE_FORMAT, fingerprint
+from sweep.storage.record import filesystem, join
 
 logger = logging.getLogger(__name__)
 
@@ -203,11 +203,11 @@ def compute_reference_logps(cfg: PrefsweepConfig, data, device: Any = None) -> d
     """Per-row reference log-probs of the rows exactly as the worker loop tokenizes them, in
     the same order (the worker indexes them by batch["index"]). Pairs -> [N, 2] (chosen,
     rejected); labelled completions -> [N]."""
-    from objectives.batching import CompletionCollator, PairCollator
-    from objectives.sampling import item_length
-    from objectives.step import Reference
-    from objectives.worker import autocast_context, tokenized_splits
-    from sweep.models import load_causal_lm, load_tokenizer
+    from sweep.engine.collate import CompletionCollator, PairCollator
+    from sweep.engine.length_sampler import item_length
+    from sweep.engine.batch_loss import Reference
+    from sweep.engine.loop import autocast_context, tokenized_splits
+    from sweep.models.loading import load_causal_lm, load_tokenizer
 
     device = torch.device(device or "cpu")
     objective = get_objective(cfg.objective.name)
@@ -267,7 +267,7 @@ def compute_and_store(study_dir: str, key: str, parts: dict, config: dict, data)
 
 # Outside any placement group. Tune runs each trial function in a placement group that
 # captures its children, and that group holds only the trial function's memory sliver (see
-# sweep.driver): a pass or coordinator launched from a trial would be refused ("cannot fit
+# sweep.study.driver): a pass or coordinator launched from a trial would be refused ("cannot fit
 # into any bundles") or die with the trial. "DEFAULT" opts out of the capture.
 _UNCAPTURED = {"scheduling_strategy": "DEFAULT"}
 

@@ -108,7 +108,7 @@ class Reference:
 
 def pair_loss(policy: nn.Module, reference: Reference | None, batch: dict[str, Tensor],
               objective: Objective, params) -> LossOutput:
-    """batch rows: B chosen then B rejected (see objectives.batching.PairCollator)."""
+    """batch rows: B chosen then B rejected (see sweep.engine.collate.PairCollator)."""
     sums, counts = sequence_logps(policy, batch)
     half = sums.shape[0] // 2
     ref = reference.logps(batch) if objective.needs_reference and reference is not None else None

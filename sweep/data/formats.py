@@ -1,7 +1,7 @@
 """Preference-data row formats: detection, per-row validation and conversion to records.
 
 Every invalid row becomes one `DataError` naming source, row and column, so a bad file is
-fixed in one look; `sweep.data` decides whether to raise it or drop the row (drop_invalid).
+fixed in one look; `sweep.data.loading` decides whether to raise it or drop the row (drop_invalid).
 """
 from __future__ import annotations
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import ray.train
 
-from objectives.checkpoint import INFO_FILE, STATE_FILE
-from sweep.config import PrefsweepConfig
+from sweep.engine.checkpoints import INFO_FILE, STATE_FILE
+from sweep.config.schema import PrefsweepConfig
 
 
 def export_checkpoint(checkpoint_path: str, out_dir: str | Path, cfg: PrefsweepConfig,
@@ -37,7 +37,7 @@ def _merge_adapter(adapter_dir: Path, out: Path, cfg: PrefsweepConfig) -> None:
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    from sweep.models import load_causal_lm
+    from sweep.models.loading import load_causal_lm
 
     base = load_causal_lm(cfg.model.name_or_path, dtype=cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code)
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch.utils.data.distributed import DistributedSampler
 
-from sweep.tokenize import TokenizedCompletion, TokenizedPair
+from sweep.data.tokenize import TokenizedCompletion, TokenizedPair
 
 
 def item_length(item) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 import optuna
 
 from objectives.registry import get_objective
-from sweep.config import ParameterSpec, SweepConfig
+from sweep.config.schema import ParameterSpec, SweepConfig
 
 OBJECTIVE_KEY = "objective.name"
 

@@ -7,9 +7,9 @@ from typing import Any
 import ray.train
 from ray.train.torch import TorchTrainer
 
-from objectives.worker import train_loop_per_worker
-from sweep.config import PrefsweepConfig
-from sweep.study import join
+from sweep.engine.loop import train_loop_per_worker
+from sweep.config.schema import PrefsweepConfig
+from sweep.storage.record import join
 
 
 def build_trainer(

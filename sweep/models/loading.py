@@ -1,5 +1,5 @@
 """Loading causal LMs and their tokenizers from a hub id, a local HF-layout directory or a
-built-in model (`builtin:tiny-gpt2`, see `sweep.builtin`).
+built-in model (`builtin:tiny-gpt2`, see `sweep.models.builtin`).
 
 dtype `auto` means float32 on CPU (CPU kernels for half types are slow and numerically
 poor) and, on an accelerator, the dtype the checkpoint was saved in (float32 when its config
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from sweep.builtin import BUILTIN_MODELS, BUILTIN_PREFIX, builtin_path, is_builtin
+from sweep.models.builtin import BUILTIN_MODELS, BUILTIN_PREFIX, builtin_path, is_builtin
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")

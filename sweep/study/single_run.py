@@ -9,10 +9,10 @@ import ray
 
 from objectives.registry import get_objective
 from sweep import tracking
-from sweep.config import PrefsweepConfig
-from sweep.data import load_preference_data
-from sweep.raycluster import init_ray
-from sweep.trainer import build_trainer
+from sweep.config.schema import PrefsweepConfig
+from sweep.data.loading import load_preference_data
+from sweep.study.ray_cluster import init_ray
+from sweep.engine.trainer import build_trainer
 
 
 @dataclass
