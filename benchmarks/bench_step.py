@@ -25,9 +25,11 @@ from common import machine, median, model_name, synthetic_data, table, write_jso
 from sweep.engine.collate import PairCollator
 from sweep.engine.metrics import MetricAccumulator
 from objectives.registry import get_objective
-from sweep.engine.batch_loss import Reference, batch_loss
-from sweep.engine.loop import _epochs, lr_lambda, make_loader, tokenized_splits
-from sweep.study import reference_cache as refcache
+from sweep.data.tokenize import tokenized_splits
+from sweep.engine.batch_loss import batch_loss
+from sweep.engine.loop import _epochs, lr_lambda, make_loader
+from sweep.engine.reference import Reference
+from sweep.engine import reference_pass
 from sweep.config.schema import PrefsweepConfig
 from sweep.models.loading import load_causal_lm, load_tokenizer
 
@@ -188,9 +190,9 @@ def main(argv=None) -> dict:
     cfg = make_config(model, args.batch_size)
     data = synthetic_data(args.rows, 64)
     tokenizer = load_tokenizer(model)
-    items, _ = tokenized_splits(cfg, get_objective("dpo"), data, tokenizer)
+    items, _ = tokenized_splits(cfg.data, True, data, tokenizer)
     began = clock()
-    cache = refcache.compute_reference_logps(cfg, data)["train"]
+    cache = reference_pass.compute_reference_logps(cfg, data)["train"]
     pass_seconds = clock() - began
     base = load_causal_lm(model)
     fresh = lambda: copy.deepcopy(base)  # noqa: E731  same weights everywhere

@@ -23,6 +23,7 @@ import time
 from common import machine, model_name, synthetic_data, table, write_json
 
 from sweep.study import reference_cache as refcache
+from sweep.storage import reference_store
 from sweep.config.schema import PrefsweepConfig
 
 GRID = [(1e-4, 0.1), (3e-4, 0.3), (1e-3, 0.1), (3e-3, 0.3), (1e-4, 0.3), (3e-4, 0.1), (1e-3, 0.3), (3e-3, 0.1)]
@@ -115,7 +116,7 @@ def sweep(model: str, data, trials: int, steps: int, threads: int, cached: bool)
     processes = per_trial + ([reference_pass] if reference_pass else [])
     total = lambda key: sum(p[key] for p in processes)  # noqa: E731
     return {"cached": cached, "wall_s": wall, "cpu_s": total("cpu_s"), "work_wall_s": total("work_wall_s"),
-            "work_cpu_s": total("work_cpu_s"), "reference_passes": refcache.count_passes(study),
+            "work_cpu_s": total("work_cpu_s"), "reference_passes": reference_store.count_passes(study),
             "reference_pass": reference_pass, "trials": per_trial,
             "peak_rss_mib_max": max(t["peak_rss_mib"] for t in per_trial)}
 

@@ -3,7 +3,7 @@
 Each objective is a pure function of per-sequence log-probs, in the style of
 eric-mitchell/direct-preference-optimization's ``dpo_loss``::
 
-    fn(logps: PairedLogps, params: ObjectiveConfig) -> LossOutput
+    fn(logps: PairedLogps, params: ObjectiveParams) -> LossOutput
 
 All inputs are ``[B]`` tensors (B = number of pairs); ``LossOutput.losses`` is ``[B]`` and its
 mean is the batch loss. Losses and metric definitions follow TRL 1.16 (file named at each
@@ -17,17 +17,13 @@ an empty completion into NaN instead of an ordinary (if meaningless) value.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from objectives.registry import register
-from objectives.types import LossOutput, PairedLogps, detached_mean
+from objectives.types import LossOutput, ObjectiveParams, PairedLogps, detached_mean
 
-if TYPE_CHECKING:  # sweep.config.schema imports the registry; a runtime import here would be circular
-    from sweep.config.schema import ObjectiveConfig
 
 # TRL logs these for every DPO loss type and for CPO/SimPO/ORPO alike.
 REWARD_METRICS = (
@@ -64,7 +60,7 @@ def _require_reference(logps: PairedLogps, name: str) -> tuple[Tensor, Tensor]:
     return logps.ref_chosen, logps.ref_rejected
 
 
-def _dpo_rewards(logps: PairedLogps, params: ObjectiveConfig, name: str) -> tuple[Tensor, Tensor]:
+def _dpo_rewards(logps: PairedLogps, params: ObjectiveParams, name: str) -> tuple[Tensor, Tensor]:
     """Implicit DPO rewards beta * log(pi/pi_ref) of the summed sequence log-probs, [B] each."""
     ref_chosen, ref_rejected = _require_reference(logps, name)
     return params.beta * (logps.chosen - ref_chosen), params.beta * (logps.rejected - ref_rejected)
@@ -90,7 +86,7 @@ def _conservative_sigmoid(logits: Tensor, label_smoothing: float) -> Tensor:
     hyperparameters=("beta", "label_smoothing"),
     metrics=REWARD_METRICS,
 )
-def dpo(logps: PairedLogps, params: ObjectiveConfig) -> LossOutput:
+def dpo(logps: PairedLogps, params: ObjectiveParams) -> LossOutput:
     """DPO sigmoid loss (Rafailov et al. 2023, Eq. 7); label_smoothing > 0 gives cDPO.
 
     Shapes: every field of ``logps`` is [B]; returns losses [B].
@@ -110,7 +106,7 @@ def dpo(logps: PairedLogps, params: ObjectiveConfig) -> LossOutput:
 
 
 @register("ipo", paired=True, needs_reference=True, hyperparameters=("beta",), metrics=REWARD_METRICS)
-def ipo(logps: PairedLogps, params: ObjectiveConfig) -> LossOutput:
+def ipo(logps: PairedLogps, params: ObjectiveParams) -> LossOutput:
     """IPO squared loss (Azar et al. 2023, Eq. 17), beta playing the paper's tau.
 
     Shapes: every field of ``logps`` is [B]; returns losses [B].
@@ -133,7 +129,7 @@ def ipo(logps: PairedLogps, params: ObjectiveConfig) -> LossOutput:
 
 
 @register("hinge", paired=True, needs_reference=True, hyperparameters=("beta",), metrics=REWARD_METRICS)
-def hinge(logps: PairedLogps, params: ObjectiveConfig) -> LossOutput:
+def hinge(logps: PairedLogps, params: ObjectiveParams) -> LossOutput:
     """Hinge loss of SLiC (Zhao et al. 2023) on DPO's log-ratios, beta = 1/margin.
 
     Shapes: every field of ``logps`` is [B]; returns losses [B].
@@ -155,7 +151,7 @@ def hinge(logps: PairedLogps, params: ObjectiveConfig) -> LossOutput:
     hyperparameters=("beta", "label_smoothing"),
     metrics=REWARD_METRICS,
 )
-def robust(logps: PairedLogps, params: ObjectiveConfig) -> LossOutput:
+def robust(logps: PairedLogps, params: ObjectiveParams) -> LossOutput:
     """Robust DPO (Chowdhury et al. 2024, "Provably Robust DPO"), label_smoothing = flip rate.
 
     Shapes: every field of ``logps`` is [B]; returns losses [B].
@@ -182,7 +178,7 @@ def robust(logps: PairedLogps, params: ObjectiveConfig) -> LossOutput:
     hyperparameters=("beta", "gamma", "label_smoothing"),
     metrics=REWARD_METRICS,
 )
-def simpo(logps: PairedLogps, params: ObjectiveConfig) -> LossOutput:
+def simpo(logps: PairedLogps, params: ObjectiveParams) -> LossOutput:
     """SimPO (Meng et al. 2024, Eq. 6): reference-free, length-averaged, with a target margin.
 
     Shapes: every field of ``logps`` is [B] (reference fields ignored); returns losses [B].
@@ -228,7 +224,7 @@ def _log1mexp(x: Tensor) -> Tensor:
     hyperparameters=("beta",),
     metrics=(*REWARD_METRICS, "nll_loss", "log_odds_ratio", "log_odds_chosen"),
 )
-def orpo(logps: PairedLogps, params: ObjectiveConfig) -> LossOutput:
+def orpo(logps: PairedLogps, params: ObjectiveParams) -> LossOutput:
     """ORPO (Hong et al. 2024, Eqs. 6-7): NLL of the chosen completion plus an odds-ratio term.
 
     Shapes: every field of ``logps`` is [B] (reference fields ignored); returns losses [B].

@@ -1,15 +1,29 @@
 """Inputs and outputs of the preference objectives.
 
 Every objective is a pure function ``fn(logps, params) -> LossOutput`` over per-sequence
-log-probabilities; models, tokenizers and trainers never reach it. ``params`` is the
-``objective`` section of the config (``sweep.config.schema.ObjectiveConfig``): beta, alpha, ...
+log-probabilities; models, tokenizers and trainers never reach it. ``params`` is any
+object with the hyperparameters of ``ObjectiveParams`` (the app passes the ``objective``
+section of its config); the losses import nothing else of the project.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch import Tensor
+
+
+class ObjectiveParams(Protocol):
+    """The hyperparameters objectives read; each reads only those its registry entry lists."""
+
+    beta: float
+    alpha: float
+    label_smoothing: float
+    gamma: float
+    kl_estimator: str
+    desirable_weight: float
+    undesirable_weight: float
 
 
 @dataclass

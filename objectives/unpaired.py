@@ -2,7 +2,7 @@
 
 Each objective is a pure function of per-sequence log-probs::
 
-    fn(logps: UnpairedLogps, params: ObjectiveConfig) -> LossOutput
+    fn(logps: UnpairedLogps, params: ObjectiveParams) -> LossOutput
 
 All inputs are ``[B]`` tensors (B = rows, accepted and rejected mixed in any order);
 ``LossOutput.losses`` is ``[B]`` in the same row order and its mean is the batch loss.
@@ -15,16 +15,12 @@ NaNs. The effect is TRL's KTO trainer's, which logs nothing for a set absent fro
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor
 
 from objectives.registry import EXACT_KL, MISMATCHED_KL, register
-from objectives.types import LossOutput, UnpairedLogps, detached_mean
+from objectives.types import LossOutput, ObjectiveParams, UnpairedLogps, detached_mean
 
-if TYPE_CHECKING:  # sweep.config.schema imports the registry; a runtime import here would be circular
-    from sweep.config.schema import ObjectiveConfig
 
 # exp() of a summed sequence log-ratio overflows float32 beyond ~88; 20 keeps r - 1 - log r
 # below 5e8, far past any log-ratio a KL-regularised run should reach.
@@ -44,7 +40,7 @@ def _per_set_means(values: Tensor, accepted: Tensor) -> tuple[Tensor, Tensor]:
     metrics=("rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected", "kl"),
     extra_inputs=frozenset({MISMATCHED_KL}),
 )
-def kto(logps: UnpairedLogps, params: ObjectiveConfig) -> LossOutput:
+def kto(logps: UnpairedLogps, params: ObjectiveParams) -> LossOutput:
     """KTO (Ethayarajh et al. 2024, Eq. 7) with the batch KL baseline from mismatched pairs.
 
     Shapes: logps, ref_logps, accepted, kl_logps, ref_kl_logps are [B]; returns losses [B].
@@ -91,7 +87,7 @@ def kto(logps: UnpairedLogps, params: ObjectiveConfig) -> LossOutput:
     return LossOutput(losses, metrics)
 
 
-def _pmpo_kl_rows(logps: UnpairedLogps, params: ObjectiveConfig) -> Tensor | None:
+def _pmpo_kl_rows(logps: UnpairedLogps, params: ObjectiveParams) -> Tensor | None:
     """Per-row estimate of KL(pi_ref || pi), [B]; None when its inputs were not computed."""
     if params.kl_estimator == "exact":
         return logps.exact_kl
@@ -112,9 +108,10 @@ def _pmpo_kl_rows(logps: UnpairedLogps, params: ObjectiveConfig) -> Tensor | Non
     needs_reference=True,
     hyperparameters=("alpha", "beta", "kl_estimator"),
     metrics=("logps/accepted", "logps/rejected", "logps/margins", "kl"),
-    extra_inputs=frozenset({EXACT_KL}),
+    extra_inputs={EXACT_KL: lambda params: params.kl_estimator == "exact"},  # read only by the exact estimator
+    zero_beta_ok=True,
 )
-def pmpo(logps: UnpairedLogps, params: ObjectiveConfig) -> LossOutput:
+def pmpo(logps: UnpairedLogps, params: ObjectiveParams) -> LossOutput:
     """PMPO (Abdolmaleki et al. 2024, "Preference Optimization as Probabilistic Inference").
 
     Shapes: logps, accepted and ref_logps / exact_kl are [B]; returns losses [B].

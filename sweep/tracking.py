@@ -17,10 +17,27 @@ from mlflow.tracking import MlflowClient
 
 from sweep.config.schema import PrefsweepConfig
 
+# Every tag name the project writes, in one place.
 PARENT_TAG = "mlflow.parentRunId"
 STUDY_TAG = "prefsweep.study"
 TRIAL_TAG = "prefsweep.trial_id"
-KIND_TAG = "prefsweep.kind"
+KIND_TAG = "prefsweep.kind"  # study | trial | train
+STATE_TAG = "prefsweep.state"  # a trial's: finished | stopped | failed | restarting | interrupted
+ERROR_TAG = "prefsweep.error"
+EVALUATIONS_TAG = "prefsweep.evaluations"
+CHECKPOINT_TAG = "prefsweep.checkpoint"
+BEST_TRIAL_TAG = "prefsweep.best_trial"
+BEST_CHECKPOINT_TAG = "prefsweep.best_checkpoint"
+CACHE_TAG = "prefsweep.reference_cache"  # a trial's: which cache entry it read, or why none
+PASSES_TAG = "prefsweep.reference_passes"  # the study's: reference passes run so far
+NODE_TAG, NODES_TAG = "prefsweep.node_id", "prefsweep.nodes"  # rank 0's Ray node, and every attempt's
+
+
+MAX_ERROR = 4000  # characters of an error kept in tags and study records: the end, where the cause is
+
+
+def short_error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[-MAX_ERROR:]
 
 
 def tracking_uri(cfg: PrefsweepConfig) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sweep.engine import batch_loss as step
+from sweep.engine import sequence_logps as step
 from sweep.engine.collate import PairCollator
 from objectives.logprobs import completion_logps
 from sweep.models.loading import load_causal_lm

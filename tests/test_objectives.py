@@ -103,9 +103,26 @@ def test_registry_metadata(name, is_paired, needs_reference, hyperparameters, ex
     assert (objective.paired, objective.needs_reference) == (is_paired, needs_reference)
     assert set(objective.hyperparameters) == hyperparameters
     assert set(objective.hyperparameters) <= set(ObjectiveConfig.model_fields) - {"name"}
-    assert objective.extra_inputs == frozenset(extra_inputs)
+    assert set(objective.extra_inputs) == extra_inputs
     assert objective.metrics == ("loss", *objective.metrics[1:]) and set(objective.metrics[1:]) == metrics
     assert objective.summary
+
+
+@pytest.mark.parametrize("name, kl_estimator, inputs, cacheable, live_with_cache", [
+    ("dpo", "sample", set(), True, False),
+    ("simpo", "sample", set(), False, False),  # no reference at all
+    ("kto", "sample", {MISMATCHED_KL}, True, True),  # in-batch KL rows stay live
+    ("pmpo", "sample", set(), True, False),
+    ("pmpo", "exact", {EXACT_KL}, False, True),  # full distributions are not per-row numbers
+])
+def test_the_registry_says_what_each_objective_needs_for_its_settings(name, kl_estimator, inputs, cacheable,
+                                                                     live_with_cache):
+    objective, params = get_objective(name), ObjectiveConfig(name=name, kl_estimator=kl_estimator)
+    assert objective.inputs(params) == inputs
+    assert objective.needs_full_distributions(params) == (EXACT_KL in inputs)
+    assert objective.reference_cache(params)[0] == cacheable
+    assert objective.needs_live_reference(params, cached=cacheable) == live_with_cache
+    assert objective.needs_live_reference(params, cached=False) == objective.needs_reference
 
 
 def full_unpaired() -> UnpairedLogps:

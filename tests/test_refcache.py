@@ -11,6 +11,9 @@ import torch
 from worker_harness import one_thread, run_worker, tiny_config, tiny_data  # noqa: F401 (fixture)
 
 from sweep.study import reference_cache as refcache
+from sweep.engine import reference as engine_reference
+from sweep.engine import reference_pass
+from sweep.storage import reference_store
 from sweep.storage import fingerprint as reffingerprint
 from sweep.data.loading import unpair
 
@@ -51,56 +54,56 @@ def test_key_covers_every_input(tmp_path):
 def test_one_pass_then_reuse_and_bad_entries_are_recomputed(tmp_path):
     cfg, data, study = tiny_config(), tiny_data(), str(tmp_path / "study")
     entry, note, computed = refcache.ensure_entry(cfg, data, study)
-    assert computed and note.startswith("on:") and refcache.count_passes(study) == 1
-    tensors = refcache.load_entry(entry)
+    assert computed and note.startswith("on:") and reference_store.count_passes(study) == 1
+    tensors = reference_store.load_entry(entry)
     assert tensors["train"].shape == (24, 2) and tensors["eval"].shape == (8, 2)
     for _ in range(3):  # every further trial reuses it
         assert refcache.ensure_entry(cfg, data, study)[2] is False
-    assert refcache.count_passes(study) == 1
+    assert reference_store.count_passes(study) == 1
 
     manifest = json.loads((tmp_path / "study" / "refcache" / entry.rsplit("/", 1)[1] / "manifest.json").read_text())
     tensor_file = tmp_path / "study" / "refcache" / manifest["key"] / manifest["file"]
     tensor_file.write_bytes(tensor_file.read_bytes()[:-8] + b"\0" * 8)  # corrupt: checksum fails
-    with pytest.raises(refcache.CacheInvalid, match="checksum"):
-        refcache.load_entry(entry)
-    assert refcache.ensure_entry(cfg, data, study)[2] is True and refcache.count_passes(study) == 2
+    with pytest.raises(reference_store.CacheInvalid, match="checksum"):
+        reference_store.load_entry(entry)
+    assert refcache.ensure_entry(cfg, data, study)[2] is True and reference_store.count_passes(study) == 2
 
     (tmp_path / "study" / "refcache" / manifest["key"] / "manifest.json").unlink()  # partial write
     assert refcache.ensure_entry(cfg, data, study)[2] is True
-    with pytest.raises(refcache.CacheInvalid, match="other inputs"):
-        refcache.load_entry(entry, key="0" * 32)
+    with pytest.raises(reference_store.CacheInvalid, match="other inputs"):
+        reference_store.load_entry(entry, key="0" * 32)
 
     other = tiny_config(data={"max_length": 40})  # a swept max_length gets its own entry
     other_entry, _, computed = refcache.ensure_entry(other, data, study)
-    assert computed and other_entry != entry and refcache.count_passes(study) == 4
+    assert computed and other_entry != entry and reference_store.count_passes(study) == 4
     assert refcache.ensure_entry(cfg, data, study)[2] is False  # the first entry is intact
 
 
 def test_row_count_mismatch_is_refused():
     cache = {"train": torch.zeros(5, 2), "eval": torch.zeros(2, 2)}
-    with pytest.raises(refcache.CacheInvalid, match="train rows"):
-        refcache.cached_splits(cache, 6, 2, "cpu")
-    train, eval_ = refcache.cached_splits(cache, 5, 2, "cpu")
+    with pytest.raises(reference_store.CacheInvalid, match="train rows"):
+        engine_reference.cached_splits(cache, 6, 2, "cpu")
+    train, eval_ = engine_reference.cached_splits(cache, 5, 2, "cpu")
     assert train.shape == (5, 2) and eval_.shape == (2, 2)
 
 
 def test_cached_logps_equal_live_reference():
     """The pass computes exactly what a live reference computes, pairs and unpaired rows alike."""
     from objectives.registry import get_objective
-    from sweep.engine.batch_loss import Reference
-    from sweep.engine.loop import tokenized_splits
+    from sweep.data.tokenize import tokenized_splits
+    from sweep.engine.reference import Reference
     from sweep.models.loading import load_causal_lm, load_tokenizer
     from sweep.engine.collate import PairCollator
 
     cfg, data = tiny_config(), tiny_data()
-    cached = refcache.compute_reference_logps(cfg, data)
+    cached = reference_pass.compute_reference_logps(cfg, data)
     tokenizer = load_tokenizer(cfg.model.name_or_path)
-    train_items, _ = tokenized_splits(cfg, get_objective("dpo"), data, tokenizer)
+    train_items, _ = tokenized_splits(cfg.data, True, data, tokenizer)
     batch = PairCollator(tokenizer.pad_token_id)(list(enumerate(train_items))[3:9])
     live = Reference(model=load_causal_lm(cfg.model.name_or_path).eval()).logps(batch)
     from_cache = Reference(cached=cached["train"]).logps(batch)
     torch.testing.assert_close(from_cache, live, rtol=1e-5, atol=1e-4)
-    unpaired = refcache.compute_reference_logps(tiny_config(objective={"name": "kto"}), data)
+    unpaired = reference_pass.compute_reference_logps(tiny_config(objective={"name": "kto"}), data)
     assert unpaired["train"].shape == (len(unpair(data.train)),)
     torch.testing.assert_close(unpaired["train"][0::2], cached["train"][:, 0], rtol=1e-5, atol=1e-4)
 

@@ -3,15 +3,13 @@ from __future__ import annotations
 
 import json
 
-from rich.table import Table
-
-from sweep.cli.main import _load, console, print_metrics
+from sweep.cli.output import add_config_args, console, load_from_args, print_metrics, print_trials
 
 
 def cmd_run(args) -> int:
     from sweep.study.driver import StudyExistsError, SweepInterrupted, start_study
 
-    cfg = _load(args)
+    cfg = load_from_args(args)
     try:
         record = start_study(cfg, overwrite=args.overwrite)
     except StudyExistsError as err:
@@ -61,27 +59,6 @@ def _print_outcome(name: str, storage: str) -> int:
     return 1
 
 
-def print_trials(status: dict) -> None:
-    metric = status["metric"]["name"]
-    table = Table(title=f"study {status['name']}: {status['state']}, "
-                        f"{status['progress']['done']}/{status['progress']['total']} trials, by {metric}")
-    params = sorted({k for t in status["trials"] for k in t["params"]})
-    for column in ["trial", "state", metric, "evals", *params]:
-        table.add_column(column)
-    for t in status["trials"]:
-        value = "" if t["value"] is None else f"{t['value']:.4g}"
-        table.add_row(t["trial_id"], t["state"], value, f"{t['evaluations']}/{t['expected_evaluations']}",
-                      *[_fmt(t["params"].get(p)) for p in params])
-    console.print(table)
-    for t in status["trials"]:
-        if t["error"]:
-            console.print(f"[red]{t['trial_id']} failed:[/red] {t['error']}", highlight=False)
-
-
-def _fmt(value) -> str:
-    return "" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value))
-
-
 def cmd_status(args) -> int:
     from sweep.service.studies import study_status
 
@@ -114,7 +91,7 @@ def cmd_serve(args) -> int:
     return 0
 
 
-def add_verbs(verb, add_config_args) -> None:
+def add_verbs(verb) -> None:
     run = verb("run", cmd_run, "run a sweep (the main job; also the `ray job submit` entrypoint)")
     add_config_args(run)
     run.add_argument("--overwrite", action="store_true", help="replace an existing study of the same name")

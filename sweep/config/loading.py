@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from objectives.registry import get_objective
+from objectives.registry import get_objective, objective_names
 from sweep.config.schema import PrefsweepConfig
 
 
@@ -148,7 +148,9 @@ def sweep_problems(config: PrefsweepConfig) -> list[tuple[str, str]]:
                  + ", ".join(objective.metrics))
             )
         if objective.paired and config.data.format == "unpaired":
-            problems.append(("data.format", f"objective {name} needs paired data, data.format is unpaired"))
+            problems.append(("data.format", f"objective {name} needs paired data (chosen/rejected) but data.format "
+                             "is 'unpaired'; use an objective for labelled rows ("
+                             + ", ".join(n for n in objective_names() if not get_objective(n).paired) + ")"))
     return problems
 
 

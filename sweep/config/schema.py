@@ -114,8 +114,8 @@ class DataConfig(Strict):
 
 
 class ObjectiveConfig(Strict):
-    name: str = Field("dpo", description="Objective: " + ", ".join(["dpo", "ipo", "hinge", "robust",
-                      "simpo", "orpo", "kto", "pmpo"]) + ".")
+    name: str = Field("dpo", description="Objective, one of: " + ", ".join(objective_names())
+                      + " (the registry in objectives/ says what each needs and reads).")
     beta: float = Field(0.1, ge=0.0, description="Strength of the KL / reference regularisation.")
     alpha: float = Field(
         0.5, ge=0.0, le=1.0, description="PMPO: weight of accepted rows (1 - alpha on rejected rows)."
@@ -142,7 +142,7 @@ class ObjectiveConfig(Strict):
 
     @model_validator(mode="after")
     def _beta_positive(self) -> ObjectiveConfig:
-        if self.beta == 0.0 and self.name not in ("pmpo",):
+        if self.beta == 0.0 and not get_objective(self.name).zero_beta_ok:
             raise ValueError(f"beta must be > 0 for {self.name}")
         return self
 
@@ -324,18 +324,6 @@ class PrefsweepConfig(Strict):
         if not NAME_PATTERN.match(name):
             raise ValueError("use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
         return name
-
-    @model_validator(mode="after")
-    def _cross_checks(self) -> PrefsweepConfig:
-        objective = get_objective(self.objective.name)
-        if objective.paired and self.data.format == "unpaired":
-            raise ValueError(
-                f"objective.name: {objective.name} needs paired data (chosen/rejected) but data.format "
-                "is 'unpaired'; use kto or pmpo for unpaired data"
-            )
-        if self.objective.kl_estimator == "exact" and self.objective.name == "pmpo" and self.model.lora is None:
-            pass  # exact KL runs a live reference model; nothing to forbid, only slower
-        return self
 
     def objectives_in_play(self) -> list[str]:
         spec = self.sweep.parameters.get("objective.name")

@@ -20,7 +20,9 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from sweep.config.schema import DataConfig
 from sweep.data.formats import LabeledCompletion, PreferencePair
+from sweep.data.loading import unpair
 
 logger = logging.getLogger(__name__)
 
@@ -158,3 +160,16 @@ def tokenize_completions(
                                max_length, max_prompt_length)
     return [TokenizedCompletion(prompt_ids, completion_ids, row.accepted)
             for (prompt_ids, (completion_ids,)), row in zip(tokenized, rows)]
+
+
+def tokenized_splits(data_cfg: DataConfig, paired: bool, data, tokenizer) -> tuple[list, list]:
+    """(train, eval) rows as the engine trains on them: pairs for paired objectives, labelled
+    rows otherwise. A sweep over objectives loads pairs once; its kto/pmpo trials split them
+    into accepted/rejected rows here. `data_cfg` is the config's `data` section."""
+    from sweep.data.loading import unpair
+
+    limits = dict(max_length=data_cfg.max_length, max_prompt_length=data_cfg.max_prompt_length)
+    if paired:
+        return tokenize_pairs(data.train, tokenizer, **limits), tokenize_pairs(data.eval, tokenizer, **limits)
+    return (tokenize_completions(unpair(data.train), tokenizer, **limits),
+            tokenize_completions(unpair(data.eval), tokenizer, **limits))

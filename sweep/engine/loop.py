@@ -27,13 +27,14 @@ from sweep.engine.metrics import MetricAccumulator
 from sweep.engine.policy import build_policy_and_reference, unwrap
 from objectives.registry import MISMATCHED_KL, get_objective
 from sweep.engine.length_sampler import LengthGroupedSampler, item_length
-from sweep.engine.batch_loss import Reference, batch_loss
+from sweep.engine.batch_loss import batch_loss
 from sweep.config.schema import PrefsweepConfig
-from sweep.data.loading import unpair
 from sweep.models.loading import load_tokenizer
-from sweep.study.reference_cache import cached_splits
-from sweep.storage.record import join, read_text, write_text
-from sweep.data.tokenize import tokenize_completions, tokenize_pairs
+from sweep import tracking
+from sweep.storage.files import join, read_text, write_text
+from sweep.data.tokenize import tokenized_splits
+from sweep.engine.precision import autocast_context
+from sweep.engine.reference import Reference, cached_splits
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -58,16 +59,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def tokenized_splits(cfg: PrefsweepConfig, objective, data, tokenizer) -> tuple[list, list]:
-    """Pairs for paired objectives; labelled rows otherwise. A sweep over objectives loads
-    pairs once, and its kto/pmpo trials split them into accepted/rejected rows here."""
-    limits = dict(max_length=cfg.data.max_length, max_prompt_length=cfg.data.max_prompt_length)
-    if objective.paired:
-        return tokenize_pairs(data.train, tokenizer, **limits), tokenize_pairs(data.eval, tokenizer, **limits)
-    return (tokenize_completions(unpair(data.train), tokenizer, **limits),
-            tokenize_completions(unpair(data.eval), tokenizer, **limits))
-
-
 def make_loader(items: list, cfg: PrefsweepConfig, collate, *, batch_size: int, shuffle: bool,
                 num_replicas: int = 1, rank: int = 0) -> DataLoader:
     if cfg.train.group_by_length and items:
@@ -81,14 +72,6 @@ def make_loader(items: list, cfg: PrefsweepConfig, collate, *, batch_size: int, 
         list(enumerate(items)), batch_size=batch_size, shuffle=shuffle, collate_fn=collate,
         generator=generator, drop_last=False,
     )
-
-
-def autocast_context(cfg: PrefsweepConfig, device: torch.device):
-    if device.type == "cuda" and cfg.model.dtype in ("auto", "bfloat16"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if device.type == "cuda" and cfg.model.dtype == "float16":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return torch.autocast(device.type, enabled=False)
 
 
 def lr_lambda(cfg: PrefsweepConfig):
@@ -137,10 +120,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     objective = get_objective(cfg.objective.name)
     tokenizer = load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
-    train_items, eval_items = tokenized_splits(cfg, objective, data, tokenizer)
+    train_items, eval_items = tokenized_splits(cfg.data, objective.paired, data, tokenizer)
     pad_id = tokenizer.pad_token_id
     collate = PairCollator(pad_id) if objective.paired else CompletionCollator(
-        pad_id, mismatched=MISMATCHED_KL in objective.extra_inputs
+        pad_id, mismatched=MISMATCHED_KL in objective.inputs(cfg.objective)
     )
     checkpoint = ray.train.get_checkpoint()
     ref_train, ref_eval = cached_splits(loop_config.get("ref_cache"), len(train_items), len(eval_items), device)
@@ -167,8 +150,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     logger = None
     if rank == 0 and loop_config.get("mlflow_run_id"):
-        from sweep.tracking import StepLogger
-        logger = StepLogger(loop_config["tracking_uri"], loop_config["mlflow_run_id"])
+        logger = tracking.StepLogger(loop_config["tracking_uri"], loop_config["mlflow_run_id"])
         record_node(logger)
 
     accum = cfg.train.gradient_accumulation_steps
@@ -231,16 +213,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             _report(metrics, policy, tokenizer, optimizer, scheduler, cfg, rank, done)
 
 
-NODE_TAG, NODES_TAG = "prefsweep.node_id", "prefsweep.nodes"
-
-
 def record_node(logger) -> None:
     """Tag the run with the Ray node rank 0 runs on; `prefsweep.nodes` lists the node of every
     attempt in order, so a trial restarted elsewhere after a node loss shows both."""
     node = ray.get_runtime_context().get_node_id()
-    earlier = logger.client.get_run(logger.run_id).data.tags.get(NODES_TAG, "")
-    logger.client.set_tag(logger.run_id, NODE_TAG, node)
-    logger.client.set_tag(logger.run_id, NODES_TAG, ",".join([n for n in earlier.split(",") if n] + [node]))
+    earlier = logger.client.get_run(logger.run_id).data.tags.get(tracking.NODES_TAG, "")
+    logger.client.set_tag(logger.run_id, tracking.NODE_TAG, node)
+    logger.client.set_tag(logger.run_id, tracking.NODES_TAG, ",".join([n for n in earlier.split(",") if n] + [node]))
 
 
 def _report(metrics, policy, tokenizer, optimizer, scheduler, cfg, rank, step) -> None:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from objectives.registry import MISMATCHED_KL, Objective
-from sweep.engine.batch_loss import Reference
+from objectives.registry import Objective
+from sweep.engine.reference import Reference
 from sweep.config.schema import PrefsweepConfig
 from sweep.models.loading import load_causal_lm
 
@@ -48,12 +48,10 @@ def build_reference(cfg: PrefsweepConfig, objective: Objective, policy: nn.Modul
                     cached_ref: Tensor | None = None) -> Reference | None:
     if not objective.needs_reference:
         return None
-    live_needed = cfg.objective.name == "pmpo" and cfg.objective.kl_estimator == "exact"
-    if live_needed:
+    if not objective.reference_cache(cfg.objective)[0]:
         cached_ref = None
-    # KTO's KL rows pair rows within a batch, so they never come from the cache: a live
-    # reference serves them while the cache serves the matched rows.
-    if cached_ref is not None and MISMATCHED_KL not in objective.extra_inputs:
+    # A live model serves what the cache cannot (KTO's in-batch KL rows), the cache the rest.
+    if not objective.needs_live_reference(cfg.objective, cached=cached_ref is not None):
         return Reference(cached=cached_ref)
     if cfg.model.lora is not None and cfg.model.ref_name_or_path is None:
         return Reference(adapter_host=policy, cached=cached_ref)  # base weights with adapters off: no second copy

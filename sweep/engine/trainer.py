@@ -9,7 +9,7 @@ from ray.train.torch import TorchTrainer
 
 from sweep.engine.loop import train_loop_per_worker
 from sweep.config.schema import PrefsweepConfig
-from sweep.storage.record import join
+from sweep.storage.files import join
 
 
 def build_trainer(

@@ -12,37 +12,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import pyarrow.fs as pafs
-
 from sweep.config.schema import PrefsweepConfig, resolve_storage_path
+from sweep.storage.files import join, read_text, write_text
 
 STUDY_FILE = "study.json"
-
-
-def join(base: str, *parts: str) -> str:
-    return "/".join([base.rstrip("/"), *parts])
-
-
-def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
-    """pyarrow filesystem + path inside it, for local dirs and s3:// gs:// URIs alike (as Ray does)."""
-    if "://" in path:
-        return pafs.FileSystem.from_uri(path)
-    return pafs.LocalFileSystem(), path
-
-
-def read_text(path: str) -> str | None:
-    fs, inner = filesystem(path)
-    if fs.get_file_info(inner).type == pafs.FileType.NotFound:
-        return None
-    with fs.open_input_stream(inner) as stream:
-        return stream.read().decode()
-
-
-def write_text(path: str, text: str) -> None:
-    fs, inner = filesystem(path)
-    fs.create_dir(inner.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(inner) as stream:
-        stream.write(text.encode())
 
 
 def optuna_url(cfg: PrefsweepConfig) -> str:

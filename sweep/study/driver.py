@@ -26,7 +26,8 @@ from sweep.data.loading import load_preference_data
 from sweep.study.ray_cluster import init_ray
 from sweep.study.trials import evaluations_per_trial, summarize_study, trial_rows
 from sweep.study.search_space import DefineByRun, sampler_for, total_trials
-from sweep.storage.record import StudyRecord, exists, join, load_record, optuna_url, study_dir
+from sweep.storage.record import StudyRecord, exists, load_record, optuna_url, study_dir
+from sweep.storage.files import join
 from sweep.engine.trainer import build_trainer
 
 
@@ -49,10 +50,10 @@ def run_trial(params: dict[str, Any], *, study: dict[str, Any], data: Any) -> No
     run_id = tracking.find_run(uri, experiment_id, tags)  # a resumed trial keeps its child run
     if run_id is not None:
         earlier = tracking.client_for(uri).get_run(run_id).data.tags
-        if earlier.get("prefsweep.state") == "failed":
+        if earlier.get(tracking.STATE_TAG) == "failed":
             # Tune restarts a trial that raised; one whose own training failed (Ray Train
             # already retried it) would fail the same way again.
-            raise TrialFailedError(earlier.get("prefsweep.error", "an earlier attempt failed"))
+            raise TrialFailedError(earlier.get(tracking.ERROR_TAG, "an earlier attempt failed"))
     if run_id is None:
         run_id = tracking.create_run(
             uri, experiment_id, f"{cfg.name}-{trial_id}",
@@ -74,12 +75,12 @@ def run_trial(params: dict[str, Any], *, study: dict[str, Any], data: Any) -> No
         if not training_failed(exc):
             # Lost to the cluster (a node, the Train controller): Tune restarts the trial on
             # the nodes left and its Train run resumes from its last checkpoint.
-            tracking.set_tags(uri, run_id, {"prefsweep.state": "restarting", "prefsweep.error": _short_error(exc)})
+            tracking.set_tags(uri, run_id, {tracking.STATE_TAG: "restarting", tracking.ERROR_TAG: tracking.short_error(exc)})
             raise
-        tracking.set_tags(uri, run_id, {"prefsweep.state": "failed", "prefsweep.error": _short_error(exc)})
+        tracking.set_tags(uri, run_id, {tracking.STATE_TAG: "failed", tracking.ERROR_TAG: tracking.short_error(exc)})
         tracking.end_run(uri, run_id, "FAILED")
         raise
-    tracking.set_tags(uri, run_id, {"prefsweep.state": "finished"})
+    tracking.set_tags(uri, run_id, {tracking.STATE_TAG: "finished"})
     tracking.end_run(uri, run_id, "FINISHED")
 
 
@@ -94,11 +95,6 @@ def training_failed(exc: BaseException) -> bool:
     failures = getattr(exc, "worker_failures", None)
     return isinstance(exc, ray.train.WorkerGroupError) and bool(failures) and not any(
         isinstance(error, ray.exceptions.RayError) for error in failures.values())
-
-
-def _short_error(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    return text[-4000:]
 
 
 def _scheduler(cfg: PrefsweepConfig):
@@ -195,7 +191,7 @@ def _fails_study(record: StudyRecord):
     except BaseException as exc:
         # Ctrl-C here leaves it `interrupted`, like one during the sweep (resume continues it).
         record.state = "failed" if isinstance(exc, Exception) else "interrupted"
-        record.error = _short_error(exc)
+        record.error = tracking.short_error(exc)
         record.save(record.cfg.resolved_storage())
         raise
 
@@ -228,7 +224,7 @@ def _finish(record: StudyRecord, tuner: tune.Tuner) -> StudyRecord:
     try:
         tuner.fit()
     except BaseException as exc:
-        record.state, record.error = "interrupted", _short_error(exc)
+        record.state, record.error = "interrupted", tracking.short_error(exc)
         record.save(cfg.resolved_storage())
         raise
     ended = sum(row.state in ("finished", "stopped", "failed") for row in trial_rows(record))
@@ -247,7 +243,7 @@ def _forget(cfg: PrefsweepConfig, url: str) -> None:
         optuna.delete_study(study_name=cfg.name, storage=url)
     except KeyError:
         pass
-    from sweep.storage.record import filesystem
+    from sweep.storage.files import filesystem
 
     fs, inner = filesystem(study_dir(cfg.resolved_storage(), cfg.name))  # a directory or s3:// gs://
     if fs.get_file_info(inner).type != pafs.FileType.NotFound:

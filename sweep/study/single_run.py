@@ -42,11 +42,11 @@ def run_training(cfg: PrefsweepConfig) -> TrainOutcome:
     try:
         result = trainer.fit()
     except Exception as exc:
-        tracking.set_tags(uri, run_id, {"prefsweep.error": f"{type(exc).__name__}: {exc}"[:5000]})
+        tracking.set_tags(uri, run_id, {tracking.ERROR_TAG: tracking.short_error(exc)})
         tracking.end_run(uri, run_id, "FAILED")
         raise
     checkpoint_path = result.checkpoint.path if result.checkpoint else None
-    tracking.set_tags(uri, run_id, {"prefsweep.checkpoint": checkpoint_path})
+    tracking.set_tags(uri, run_id, {tracking.CHECKPOINT_TAG: checkpoint_path})
     tracking.end_run(uri, run_id, "FINISHED")
     metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
     return TrainOutcome(metrics, checkpoint_path, run_id, uri)

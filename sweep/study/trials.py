@@ -8,10 +8,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sweep import tracking
-from sweep.study import reference_cache as refcache
+from sweep.storage.reference_store import count_passes
 from sweep.config.schema import PrefsweepConfig
 from sweep.config.loading import config_with, dump_yaml
-from sweep.storage.record import StudyRecord, join, read_text, study_dir
+from sweep.storage.record import StudyRecord, study_dir
+from sweep.storage.files import join, read_text
 
 
 def evaluations_per_trial(cfg: PrefsweepConfig) -> int:
@@ -119,9 +120,9 @@ def summarize_study(record: StudyRecord) -> StudyRecord:
                                    {tracking.PARENT_TAG: record.parent_run_id, tracking.TRIAL_TAG: row.trial_id})
         if run_id is None or row.state not in final_status:
             continue
-        tags = {"prefsweep.state": row.state, "prefsweep.evaluations": row.evaluations}
+        tags = {tracking.STATE_TAG: row.state, tracking.EVALUATIONS_TAG: row.evaluations}
         if row.error:
-            tags["prefsweep.error"] = row.error
+            tags[tracking.ERROR_TAG] = row.error
         tracking.set_tags(uri, run_id, tags)
         tracking.end_run(uri, run_id, final_status[row.state])
     best = best_row(rows, cfg)
@@ -131,14 +132,14 @@ def summarize_study(record: StudyRecord) -> StudyRecord:
     tracking.set_tags(uri, record.parent_run_id, {
         **{f"prefsweep.trials_{k}": v for k, v in counts.items()},
         # The final count: trials that ran passes concurrently may have tagged it out of order.
-        refcache.PASSES_TAG: refcache.count_passes(study_dir(cfg.resolved_storage(), record.name)),
+        tracking.PASSES_TAG: count_passes(study_dir(cfg.resolved_storage(), record.name)),
     })
     if best is not None:
         record.best = best.as_dict()
         tracking.log_metrics(uri, record.parent_run_id,
                              {f"best/{k}": v for k, v in best.metrics.items()})
         tracking.set_tags(uri, record.parent_run_id, {
-            "prefsweep.best_trial": best.trial_id, "prefsweep.best_checkpoint": best.checkpoint_path,
+            tracking.BEST_TRIAL_TAG: best.trial_id, tracking.BEST_CHECKPOINT_TAG: best.checkpoint_path,
             **{f"best.{k}": v for k, v in best.params.items()},
         })
         record.best["registered_version"] = register_champion(record, best)
@@ -169,6 +170,6 @@ def register_champion(record: StudyRecord, best: TrialRow) -> str | None:
         client.create_registered_model(name, description=f"prefsweep study {name}: best trial per sweep")
     artifact_uri = client.get_run(run_id).info.artifact_uri
     version = client.create_model_version(name, source=f"{artifact_uri}/model", run_id=run_id,
-                                          tags={"prefsweep.trial_id": best.trial_id})
+                                          tags={tracking.TRIAL_TAG: best.trial_id})
     client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
     return str(version.version)

@@ -12,7 +12,8 @@ import yaml
 
 from mlflow import MlflowClient
 
-from sweep.study import reference_cache as refcache
+from sweep.storage import reference_store
+from sweep import tracking
 
 pytestmark = pytest.mark.ray
 
@@ -56,12 +57,12 @@ def test_four_trials_one_reference_pass_same_numbers_as_live(cli, tmp_path):
     cli("run", str(path))
 
     study = str(storage / "refcache")
-    assert refcache.count_passes(study) == 1
+    assert reference_store.count_passes(study) == 1
     (parent,) = runs_by_kind(storage, "study")
-    assert parent.data.tags[refcache.PASSES_TAG] == "1"
+    assert parent.data.tags[tracking.PASSES_TAG] == "1"
     trials = runs_by_kind(storage, "trial")
     assert len(trials) == 4
-    notes = {t.data.tags[refcache.CACHE_TAG] for t in trials}
+    notes = {t.data.tags[tracking.CACHE_TAG] for t in trials}
     assert len(notes) == 1 and notes.pop().startswith("on: ")  # all four read the one entry
 
     # The same hyperparameters with a live reference: `prefsweep train` with the cache off.
@@ -96,7 +97,7 @@ def trial_notes(storage, key: str) -> dict:
     """{swept value of `key`: the trial's reference-cache tag}, every trial finished."""
     trials = runs_by_kind(storage, "trial")
     assert {t.data.tags["prefsweep.state"] for t in trials} == {"finished"}, [t.data.tags for t in trials]
-    return {t.data.params[f"swept.{key}"]: t.data.tags[refcache.CACHE_TAG] for t in trials}
+    return {t.data.params[f"swept.{key}"]: t.data.tags[tracking.CACHE_TAG] for t in trials}
 
 
 def test_objective_sweep_mixing_paired_unpaired_and_reference_free_one_pass_per_entry(cli, tmp_path):
@@ -115,9 +116,9 @@ def test_objective_sweep_mixing_paired_unpaired_and_reference_free_one_pass_per_
     assert notes["dpo"] == notes["ipo"] and notes["dpo"].startswith("on: ")
     assert notes["kto"] == notes["pmpo"] and notes["kto"].startswith("on: ")
     assert notes["dpo"] != notes["kto"]
-    assert refcache.count_passes(str(storage / "objs")) == 2
+    assert reference_store.count_passes(str(storage / "objs")) == 2
     (parent,) = runs_by_kind(storage, "study")
-    assert parent.data.tags[refcache.PASSES_TAG] == "2"
+    assert parent.data.tags[tracking.PASSES_TAG] == "2"
 
 
 def test_max_length_sweep_one_pass_per_length(cli, tmp_path):
@@ -127,4 +128,4 @@ def test_max_length_sweep_one_pass_per_length(cli, tmp_path):
     notes = trial_notes(storage, "data.max_length")
     assert set(notes) == {"48", "64"} and notes["48"] != notes["64"]
     assert all(note.startswith("on: ") for note in notes.values())
-    assert refcache.count_passes(str(storage / "lengths")) == 2
+    assert reference_store.count_passes(str(storage / "lengths")) == 2

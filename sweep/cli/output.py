@@ -1,0 +1,54 @@
+"""What the CLI verbs share: the console, reading a config from the command line, and the
+tables they print."""
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+from rich.table import Table
+
+from sweep.config.loading import load_config
+from sweep.config.schema import PrefsweepConfig
+
+console = Console()
+
+
+def load_from_args(args) -> PrefsweepConfig:
+    return load_config(args.config, args.set or [])
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="YAML config (see configs/demo.yaml)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set train.learning_rate=1e-4 (repeatable)")
+
+
+def print_metrics(title: str, metrics: dict[str, float]) -> None:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in sorted(metrics, key=lambda k: (not k.startswith("eval/"), k)):
+        value = metrics[key]
+        table.add_row(key, f"{value:.6g}" if isinstance(value, float) else str(value))
+    console.print(table)
+
+
+def print_trials(status: dict) -> None:
+    metric = status["metric"]["name"]
+    table = Table(title=f"study {status['name']}: {status['state']}, "
+                        f"{status['progress']['done']}/{status['progress']['total']} trials, by {metric}")
+    params = sorted({k for t in status["trials"] for k in t["params"]})
+    for column in ["trial", "state", metric, "evals", *params]:
+        table.add_column(column)
+    for t in status["trials"]:
+        value = "" if t["value"] is None else f"{t['value']:.4g}"
+        table.add_row(t["trial_id"], t["state"], value, f"{t['evaluations']}/{t['expected_evaluations']}",
+                      *[_fmt(t["params"].get(p)) for p in params])
+    console.print(table)
+    for t in status["trials"]:
+        if t["error"]:
+            console.print(f"[red]{t['trial_id']} failed:[/red] {t['error']}", highlight=False)
+
+
+def _fmt(value) -> str:
+    return "" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value))
