@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from fastapi import Depends, FastAPI, HTTPException, Path as PathParam, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
@@ -17,12 +18,12 @@ from pydantic import BaseModel, Field, create_model
 from api import schemas
 from api.db import FINAL_STATES, STATES, Database, Study
 from api.jobs import JobNotFound, RayJobs, RayUnavailable, reconcile
-from api.security import require_token, prepare_config
+from api.security import prepare_config, require_token
 from api.serving import GREEDY_BELOW, GenerationParams, Generator, NoCheckpoint
 from api.settings import Settings
-from sweep.service import studies as service
-from sweep.config.schema import NAME_PATTERN
 from sweep.config.loading import ConfigError, dump_yaml
+from sweep.config.schema import NAME_PATTERN
+from sweep.service import studies as service
 from sweep.storage.record import exists as study_exists
 
 log = logging.getLogger("prefsweep.api")
@@ -36,7 +37,8 @@ SSE_EVENT = {"type": "object", "required": ["data"], "properties": {
 
 
 def _errors(*codes: int) -> dict:
-    text = {400: "Body is not parseable JSON", 401: "Missing or wrong bearer token", 404: "No such study", 409: "Conflict with the study's state",
+    text = {400: "Body is not parseable JSON", 401: "Missing or wrong bearer token", 404: "No such study",
+            409: "Conflict with the study's state",
             413: "Body too large", 415: "Unsupported content type", 429: "Too many running studies",
             503: "Ray is unreachable"}
     return {c: {"model": schemas.Problem, "description": text[c]} for c in codes}
@@ -138,7 +140,7 @@ def create_app(settings: Settings) -> FastAPI:
                   "application/yaml": {"schema": {"type": "string"}}}}})
     async def launch(request: Request,
                      overrides: Annotated[list[str], Query(alias="set", description="`--set`-style KEY=VALUE "
-                                                           "overrides, e.g. set=train.max_steps=40")] = [],
+                                                           "overrides, e.g. set=train.max_steps=40")] = [],  # noqa: B006 (FastAPI copies defaults)
                      owner: Annotated[str, Query(pattern=NAME_PATTERN.pattern)] = "api"):
         data = parse_config_body(await request.body(), request.headers.get("content-type", ""))
         cfg = prepare_config(data, list(overrides), settings)

@@ -17,8 +17,8 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPBearer
 
 from api.settings import Settings
-from sweep.config.schema import PrefsweepConfig
 from sweep.config.loading import ConfigError, load_config
+from sweep.config.schema import PrefsweepConfig
 
 SERVER_KEYS = ("storage.path", "storage.optuna_url", "tracking.mlflow_tracking_uri")
 PATH_KEYS = ("data.train.path", "data.eval.path", "model.name_or_path", "model.ref_name_or_path")

@@ -83,8 +83,8 @@ class Generator:
 
     def _load(self, name: str, key: str, record, best: dict[str, Any]) -> Loaded:
         from sweep.config.loading import config_with
-        from sweep.study.export import export_checkpoint
         from sweep.models.loading import load_causal_lm, load_tokenizer
+        from sweep.study.export import export_checkpoint
 
         cfg = config_with(record.cfg, best["params"])
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]

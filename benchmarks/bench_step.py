@@ -22,17 +22,16 @@ import time
 import torch
 from common import machine, median, model_name, synthetic_data, table, write_json
 
-from sweep.engine.collate import PairCollator
-from sweep.engine.metrics import MetricAccumulator
 from objectives.registry import get_objective
-from sweep.data.tokenize import tokenized_splits
-from sweep.engine.batch_loss import batch_loss
-from sweep.engine.loop import _epochs, lr_lambda, make_loader
-from sweep.engine.reference import Reference
-from sweep.engine import reference_pass
 from sweep.config.schema import PrefsweepConfig
+from sweep.data.tokenize import tokenized_splits
+from sweep.engine import reference_pass
+from sweep.engine.batch_loss import batch_loss
+from sweep.engine.collate import PairCollator
+from sweep.engine.loop import _epochs, lr_lambda, make_loader
+from sweep.engine.metrics import MetricAccumulator
+from sweep.engine.reference import Reference
 from sweep.models.loading import load_causal_lm, load_tokenizer
-
 
 # Wall time by default; `--clock cpu` times with this process's CPU time instead, which other
 # processes on a shared machine barely move (use with --threads 1: idle OpenMP threads spin).
@@ -50,7 +49,7 @@ def make_config(model: str, batch_size: int, group_by_length: bool = True) -> Pr
 
 
 class Ours:
-    """The worker loop's step (objectives/worker.py), minus reporting."""
+    """The worker loop's step (sweep/engine/loop.py), minus reporting."""
 
     def __init__(self, cfg: PrefsweepConfig, items, reference: Reference | None, policy):
         self.cfg, self.policy, self.reference = cfg, policy, reference
@@ -173,7 +172,8 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=["tiny", "gpt2"], default="tiny")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds: more, shorter rounds spread load changes evenly")
+    parser.add_argument("--rounds", type=int, default=8,
+                        help="interleaved rounds: more, shorter rounds spread load changes evenly")
     parser.add_argument("--steps", type=int, default=8, help="measured steps per variant per round")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rows", type=int, default=512)
@@ -235,7 +235,8 @@ def main(argv=None) -> dict:
     print(f"\nfloor: bare forward+backward {floor['floor_ms_median']:.2f} ms/batch (median), our step "
           f"{floor['step_ms_median']:.2f} ms/batch, step/floor {floor['ratio_median']:.3f} (median of per-batch "
           f"ratios; total/total {floor['ratio_total']:.3f}); reference pass over {len(items)} pairs: {pass_seconds:.2f} s")
-    result = {"model": args.model, "args": vars(args), "machine": machine(), "load_before": load_before, "variants": rows, "floor": floor,
+    result = {"model": args.model, "args": vars(args), "machine": machine(), "load_before": load_before,
+              "variants": rows, "floor": floor,
               "reference_pass_seconds": pass_seconds, "ratios": ratios,
               "trl_setup_seconds": {n: v.setup_seconds for n, v in variants.items() if isinstance(v, Trl)}}
     write_json(f"step-{args.model}-{args.clock}", result)

@@ -22,9 +22,9 @@ import time
 
 from common import machine, model_name, synthetic_data, table, write_json
 
-from sweep.study import reference_cache as refcache
-from sweep.storage import reference_store
 from sweep.config.schema import PrefsweepConfig
+from sweep.storage import reference_store
+from sweep.study import reference_cache as refcache
 
 GRID = [(1e-4, 0.1), (3e-4, 0.3), (1e-3, 0.1), (3e-3, 0.3), (1e-4, 0.3), (3e-4, 0.1), (1e-3, 0.3), (3e-3, 0.1)]
 
@@ -157,7 +157,7 @@ def main(argv=None) -> dict:
         f"{args.trials}-trial sweep total compute, no cache vs cache": without["work_cpu_s"] / with_cache["work_cpu_s"],
         f"{args.trials}-trial sweep wall time incl. process start-up, no cache vs cache":
             without["wall_s"] / with_cache["wall_s"],
-        f"peak memory per trial, cache vs no cache": with_cache["peak_rss_mib_max"] / without["peak_rss_mib_max"],
+        "peak memory per trial, cache vs no cache": with_cache["peak_rss_mib_max"] / without["peak_rss_mib_max"],
     }
     result = {"model": args.model, "args": vars(args), "machine": machine(), "without_cache": without,
               "with_cache": with_cache, "ratios": ratios}

@@ -16,8 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from sweep.models.builtin import tokenizer_corpus  # noqa: E402
 from sweep.data.loading import PreferenceData, PreferencePair  # noqa: E402
+from sweep.models.builtin import tokenizer_corpus  # noqa: E402
 
 GPT2_DIR = Path(os.environ.get("PREFSWEEP_CACHE", Path.home() / ".cache" / "prefsweep")) / "bench-gpt2-random"
 

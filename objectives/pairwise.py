@@ -24,7 +24,6 @@ from torch import Tensor
 from objectives.registry import register
 from objectives.types import LossOutput, ObjectiveParams, PairedLogps, detached_mean
 
-
 # TRL logs these for every DPO loss type and for CPO/SimPO/ORPO alike.
 REWARD_METRICS = (
     "rewards/chosen",

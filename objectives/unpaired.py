@@ -21,7 +21,6 @@ from torch import Tensor
 from objectives.registry import EXACT_KL, MISMATCHED_KL, register
 from objectives.types import LossOutput, ObjectiveParams, UnpairedLogps, detached_mean
 
-
 # exp() of a summed sequence log-ratio overflows float32 beyond ~88; 20 keeps r - 1 - log r
 # below 5e8, far past any log-ratio a KL-regularised run should reach.
 MAX_LOG_RATIO = 20.0

@@ -159,7 +159,8 @@ def test_yaml_body_and_overrides(server):
 
 
 def test_bad_bodies(server):
-    assert fields(server.post("/studies", content=b"{not json", headers={**AUTH, "Content-Type": "application/json"})) == ["(body)"]
+    not_json = server.post("/studies", content=b"{not json", headers={**AUTH, "Content-Type": "application/json"})
+    assert fields(not_json) == ["(body)"]
     assert fields(server.post("/studies", json=[1, 2], headers=AUTH)) == ["(root)"]
     assert server.post("/studies", content=b"x", headers={**AUTH, "Content-Type": "text/plain"}).status_code == 415
     big = b'{"name": "' + b"x" * (1 << 20) + b'"}'

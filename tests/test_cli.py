@@ -83,8 +83,8 @@ def test_grid_over_a_distribution_is_refused_by_validate_and_run_before_anything
 
 def test_an_error_after_the_study_record_leaves_it_failed_and_status_shows_it(tmp_path, capsys):
     from sweep.config.schema import PrefsweepConfig
-    from sweep.study.driver import _fails_study
     from sweep.storage.record import StudyRecord, load_record
+    from sweep.study.driver import _fails_study
 
     cfg = PrefsweepConfig(name="early", storage={"path": str(tmp_path / "runs")})
     record = StudyRecord(name="early", config=cfg.model_dump(mode="json"), tracking_uri="sqlite:///x.db",

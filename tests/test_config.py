@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from sweep.config.schema import PrefsweepConfig
 from sweep.config.loading import ConfigError, config_with, load_config, parse_override
+from sweep.config.schema import PrefsweepConfig
 
 
 def fields(err: ConfigError) -> list[str]:

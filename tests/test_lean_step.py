@@ -6,11 +6,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from objectives.logprobs import completion_logps
+from sweep.data.tokenize import TokenizedPair
 from sweep.engine import sequence_logps as step
 from sweep.engine.collate import PairCollator
-from objectives.logprobs import completion_logps
 from sweep.models.loading import load_causal_lm
-from sweep.data.tokenize import TokenizedPair
 
 ITEMS = [TokenizedPair([5, 6, 7, 8, 9], [10, 11], [12, 13, 14, 15]), TokenizedPair([20], [21, 22, 23, 24, 25], [26]),
          TokenizedPair([30, 31, 32], [33], [34, 35])]

@@ -8,11 +8,11 @@ import pytest
 import torch
 from worker_harness import one_thread, run_worker, tiny_config, tiny_data  # noqa: F401 (fixture)
 
-from sweep.engine.policy import build_policy_and_reference
 from objectives.registry import get_objective
+from sweep.engine.policy import build_policy_and_reference
+from sweep.models.loading import load_causal_lm
 from sweep.study import reference_cache as refcache
 from sweep.study.export import export_checkpoint
-from sweep.models.loading import load_causal_lm
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

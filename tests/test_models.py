@@ -8,7 +8,6 @@ import huggingface_hub.constants
 import pytest
 import torch
 
-from sweep.models import loading as models
 from sweep.models.builtin import builtin_path
 from sweep.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
 

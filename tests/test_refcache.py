@@ -10,12 +10,12 @@ import pytest
 import torch
 from worker_harness import one_thread, run_worker, tiny_config, tiny_data  # noqa: F401 (fixture)
 
-from sweep.study import reference_cache as refcache
+from sweep.data.loading import unpair
 from sweep.engine import reference as engine_reference
 from sweep.engine import reference_pass
-from sweep.storage import reference_store
 from sweep.storage import fingerprint as reffingerprint
-from sweep.data.loading import unpair
+from sweep.storage import reference_store
+from sweep.study import reference_cache as refcache
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -89,11 +89,10 @@ def test_row_count_mismatch_is_refused():
 
 def test_cached_logps_equal_live_reference():
     """The pass computes exactly what a live reference computes, pairs and unpaired rows alike."""
-    from objectives.registry import get_objective
     from sweep.data.tokenize import tokenized_splits
+    from sweep.engine.collate import PairCollator
     from sweep.engine.reference import Reference
     from sweep.models.loading import load_causal_lm, load_tokenizer
-    from sweep.engine.collate import PairCollator
 
     cfg, data = tiny_config(), tiny_data()
     cached = reference_pass.compute_reference_logps(cfg, data)

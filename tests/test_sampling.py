@@ -8,8 +8,8 @@ import pytest
 from torch.utils.data import RandomSampler
 from torch.utils.data.distributed import DistributedSampler
 
-from sweep.engine.length_sampler import LengthGroupedSampler, item_length
 from sweep.data.tokenize import TokenizedCompletion, TokenizedPair
+from sweep.engine.length_sampler import LengthGroupedSampler, item_length
 
 _RNG = random.Random(3)
 LENGTHS = [_RNG.randint(5, 300) for _ in range(203)]  # not a multiple of any batch
@@ -77,9 +77,9 @@ def test_item_length_of_pairs_counts_the_longer_completion():
 
 
 def test_worker_loader_uses_it_by_config():
+    from sweep.config.schema import PrefsweepConfig
     from sweep.engine.collate import PairCollator
     from sweep.engine.loop import make_loader
-    from sweep.config.schema import PrefsweepConfig
 
     items = [TokenizedPair([1] * (n % 7 + 1), [2] * (n % 11 + 1), [3] * (n % 5 + 1)) for n in range(40)]
     grouped = make_loader(items, PrefsweepConfig(), PairCollator(0), batch_size=4, shuffle=True, num_replicas=2, rank=1)

@@ -9,7 +9,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import PreTrainedTokenizerFast
 
 from sweep.data.loading import LabeledCompletion, PreferencePair
-from sweep.data.tokenize import TokenizedCompletion, TokenizedPair, tokenize_completions, tokenize_pairs
+from sweep.data.tokenize import TokenizedPair, tokenize_completions, tokenize_pairs
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"

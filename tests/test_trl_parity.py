@@ -37,16 +37,16 @@ import torch
 
 pytest.importorskip("trl")
 
-from sweep.models.builtin import builtin_path  # noqa: E402
+from objectives.logprobs import completion_logps  # noqa: E402
+from objectives.registry import get_objective  # noqa: E402
 from sweep.config.schema import ObjectiveConfig  # noqa: E402
 from sweep.data.formats import LabeledCompletion, PreferencePair  # noqa: E402
 from sweep.data.tokenize import tokenize_completions, tokenize_pairs  # noqa: E402
-from sweep.engine.collate import CompletionCollator, PairCollator  # noqa: E402
-from objectives.logprobs import completion_logps  # noqa: E402
-from objectives.registry import get_objective  # noqa: E402
 from sweep.engine.batch_loss import batch_loss  # noqa: E402
+from sweep.engine.collate import CompletionCollator, PairCollator  # noqa: E402
 from sweep.engine.reference import Reference  # noqa: E402
 from sweep.engine.sequence_logps import forward_logits  # noqa: E402
+from sweep.models.builtin import builtin_path  # noqa: E402
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::FutureWarning"),

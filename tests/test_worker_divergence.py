@@ -3,10 +3,10 @@ instead of loading the model and diverging again."""
 from __future__ import annotations
 
 import pytest
+from worker_harness import run_worker, tiny_config, tiny_data
 
 from sweep.engine import loop as worker
 from sweep.engine.loop import DIVERGED_FILE
-from worker_harness import run_worker, tiny_config, tiny_data
 
 DIVERGING = dict(train={"learning_rate": 1e30, "max_grad_norm": None, "max_steps": 6})
 

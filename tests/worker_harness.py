@@ -13,9 +13,9 @@ import ray.train
 import torch
 from ray.train.torch import TorchTrainer
 
-from sweep.engine.loop import train_loop_per_worker
 from sweep.config.schema import PrefsweepConfig
 from sweep.data.loading import PreferenceData, PreferencePair
+from sweep.engine.loop import train_loop_per_worker
 
 WORDS = ("the a cat dog sky blue green tea coffee run walk good bad please thanks help with your garden "
          "bread music today tomorrow always never sure happy").split()

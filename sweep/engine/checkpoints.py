@@ -42,8 +42,3 @@ def load_training_state(checkpoint, optimizer, scheduler) -> int:
     np.random.set_state(state["rng"]["numpy"])
     torch.set_rng_state(state["rng"]["torch"])
     return int(state["step"])
-
-
-def read_info(directory: str | Path) -> dict[str, Any]:
-    path = Path(directory) / INFO_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}

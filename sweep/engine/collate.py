@@ -66,9 +66,3 @@ class CompletionCollator:
             kl = pad_sequences([r.prompt_ids for r in rows], shifted, self.pad_id)
             batch.update({f"kl_{key}": value for key, value in kl.items()})
         return batch
-
-
-def count_tokens(batch: dict[str, Tensor]) -> tuple[int, int]:
-    """-> (real tokens, padded positions) of the batch's model inputs."""
-    real = int(batch["attention_mask"].sum())
-    return real, batch["attention_mask"].numel()

@@ -21,20 +21,20 @@ import ray.train.torch
 import torch
 from torch.utils.data import DataLoader
 
-from sweep.engine.collate import CompletionCollator, PairCollator
+from objectives.registry import MISMATCHED_KL, get_objective
+from sweep import tracking
+from sweep.config.schema import PrefsweepConfig
+from sweep.data.tokenize import tokenized_splits
+from sweep.engine.batch_loss import batch_loss
 from sweep.engine.checkpoints import load_training_state, save_checkpoint
+from sweep.engine.collate import CompletionCollator, PairCollator
+from sweep.engine.length_sampler import LengthGroupedSampler, item_length
 from sweep.engine.metrics import MetricAccumulator
 from sweep.engine.policy import build_policy_and_reference, unwrap
-from objectives.registry import MISMATCHED_KL, get_objective
-from sweep.engine.length_sampler import LengthGroupedSampler, item_length
-from sweep.engine.batch_loss import batch_loss
-from sweep.config.schema import PrefsweepConfig
-from sweep.models.loading import load_tokenizer
-from sweep import tracking
-from sweep.storage.files import join, read_text, write_text
-from sweep.data.tokenize import tokenized_splits
 from sweep.engine.precision import autocast_context
 from sweep.engine.reference import Reference, cached_splits
+from sweep.models.loading import load_tokenizer
+from sweep.storage.files import join, read_text, write_text
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -4,8 +4,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from objectives.registry import Objective
-from sweep.engine.reference import Reference
 from sweep.config.schema import PrefsweepConfig
+from sweep.engine.reference import Reference
 from sweep.models.loading import load_causal_lm
 
 

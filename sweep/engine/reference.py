@@ -27,10 +27,6 @@ class Reference:
         self.adapter_host = adapter_host
         self.cached = cached
 
-    @property
-    def live(self) -> bool:
-        return self.model is not None or self.adapter_host is not None
-
     @contextlib.contextmanager
     def _module(self) -> Iterator[nn.Module]:
         if self.model is not None:

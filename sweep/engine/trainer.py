@@ -7,8 +7,8 @@ from typing import Any
 import ray.train
 from ray.train.torch import TorchTrainer
 
-from sweep.engine.loop import train_loop_per_worker
 from sweep.config.schema import PrefsweepConfig
+from sweep.engine.loop import train_loop_per_worker
 from sweep.storage.files import join
 
 

@@ -5,9 +5,9 @@ from pathlib import Path
 from typing import Any
 
 from sweep.config.loading import config_with
-from sweep.study.export import export_checkpoint
-from sweep.study.trials import best_row, sort_rows, trial_rows
 from sweep.storage.record import StudyRecord, load_record
+from sweep.study.export import export_checkpoint
+from sweep.study.trials import ENDED_STATES, best_row, join_trials, sort_rows, trial_curves, trial_rows
 
 
 def study_status(name: str, storage: str = "runs") -> dict[str, Any]:
@@ -16,7 +16,7 @@ def study_status(name: str, storage: str = "runs") -> dict[str, Any]:
     rows = sort_rows(trial_rows(record), cfg)
     from sweep.study.search_space import total_trials
 
-    done = sum(r.state in ("finished", "stopped", "failed") for r in rows)
+    done = sum(r.state in ENDED_STATES for r in rows)
     try:
         total = total_trials(cfg.sweep)
     except ValueError:  # a study recorded before its search space was checked up front
@@ -50,10 +50,6 @@ def export_best(name: str, out_dir: str | Path, storage: str = "runs") -> Path:
     return export_checkpoint(best["checkpoint_path"], out_dir, cfg, best["metrics"])
 
 
-OPTUNA_STATES = {"RUNNING": "running", "COMPLETE": "finished", "PRUNED": "stopped", "FAIL": "failed",
-                 "WAITING": "pending"}
-
-
 def study_trials(name: str, storage: str = "runs", curves: list[str] | None = None) -> list[dict[str, Any]]:
     """Every trial of a study: number, params, state, value and intermediate values (one per
     evaluation) from its Optuna storage; Tune's trial id, step, checkpoint and last metrics
@@ -68,59 +64,12 @@ def study_trials(name: str, storage: str = "runs", curves: list[str] | None = No
         study = optuna.load_study(study_name=name, storage=record.optuna_url)
     except KeyError:
         return []
-    tune_rows = trial_rows(record)
-    used: set[str] = set()
-    trials = []
-    for t in study.get_trials(deepcopy=False):
-        # Tune's config holds the Optuna params plus the sweep's constants; the n-th ask
-        # is the n-th Tune trial, so take the first unclaimed row whose params agree.
-        row = next((r for r in tune_rows if r.trial_id not in used
-                    and all(r.params.get(k) == v for k, v in t.params.items())), None)
-        if row is not None:
-            used.add(row.trial_id)
-        state = OPTUNA_STATES.get(t.state.name, t.state.name.lower())
-        if row is not None and not (row.state == "pending" and state != "pending"):
-            state = row.state  # Tune knows more (stopped by ASHA), but saves its state less often
-        if state in ("running", "pending") and record.state in ("interrupted", "failed", "finished"):
-            state = "interrupted"
-        value = t.value if t.value is not None else (row.value if row else None)
-        trials.append({
-            "number": t.number, "trial_id": row.trial_id if row else None, "state": state,
-            "params": dict(row.params) if row else dict(t.params), "value": value,
-            "intermediate_values": [[int(s), float(v)] for s, v in sorted(t.intermediate_values.items())],
-            "evaluations": row.evaluations if row else len(t.intermediate_values),
-            "expected_evaluations": row.expected_evaluations if row else None,
-            "step": row.step if row else None, "checkpoint_path": row.checkpoint_path if row else None,
-            "metrics": row.metrics if row else {}, "error": row.error if row else None,
-            "started": t.datetime_start.isoformat() if t.datetime_start else None,
-            "completed": t.datetime_complete.isoformat() if t.datetime_complete else None,
-            "curves": {},
-        })
+    trials = join_trials(study.get_trials(deepcopy=False), trial_rows(record), record.state)
     if curves:
         by_trial = trial_curves(record, curves)
         for trial in trials:
             trial["curves"] = by_trial.get(trial["trial_id"], {})
     return trials
-
-
-def trial_curves(record: StudyRecord, metrics: list[str]) -> dict[str, dict[str, list[list[float]]]]:
-    """Step metrics of every trial's MLflow child run: {trial_id: {metric: [[step, value]]}}."""
-    from sweep import tracking
-
-    client = tracking.client_for(record.tracking_uri)
-    runs = client.search_runs([record.experiment_id],
-                              filter_string=f"tags.`{tracking.PARENT_TAG}` = '{record.parent_run_id}'",
-                              max_results=1000)
-    out: dict[str, dict[str, list[list[float]]]] = {}
-    for run in runs:
-        trial_id = run.data.tags.get(tracking.TRIAL_TAG)
-        if not trial_id:
-            continue
-        out[trial_id] = {
-            m: [[h.step, h.value] for h in sorted(client.get_metric_history(run.info.run_id, m), key=lambda h: h.step)]
-            for m in metrics if m in run.data.metrics
-        }
-    return out
 
 
 def mark_stopped(name: str, storage: str = "runs", error: str = "stopped") -> None:

@@ -1,4 +1,4 @@
-"""What a shared reference pass depends on, hashed into its cache key (see sweep/refcache.py).
+"""What a shared reference pass depends on, hashed into its cache key (see sweep/storage/reference_store.py).
 
 Everything the numbers depend on goes in, nothing else: the reference model and tokenizer by
 content (not path or mtime, since each node may hold its own copy), the loaded rows, the

@@ -19,16 +19,17 @@ from ray.tune.search.optuna import OptunaSearch
 
 from objectives.registry import get_objective
 from sweep import tracking
-from sweep.study import reference_cache as refcache
-from sweep.config.schema import PrefsweepConfig
 from sweep.config.loading import config_with
+from sweep.config.schema import PrefsweepConfig
 from sweep.data.loading import load_preference_data
-from sweep.study.ray_cluster import init_ray
-from sweep.study.trials import evaluations_per_trial, summarize_study, trial_rows
-from sweep.study.search_space import DefineByRun, sampler_for, total_trials
-from sweep.storage.record import StudyRecord, exists, load_record, optuna_url, study_dir
-from sweep.storage.files import join
 from sweep.engine.trainer import build_trainer
+from sweep.storage.files import join
+from sweep.storage.record import StudyRecord, exists, load_record, optuna_url, study_dir
+from sweep.study import reference_cache as refcache
+from sweep.study.closing import summarize_study
+from sweep.study.ray_cluster import init_ray
+from sweep.study.search_space import DefineByRun, sampler_for, total_trials
+from sweep.study.trials import ENDED_STATES, evaluations_per_trial, trial_rows
 
 
 class StudyExistsError(ValueError):
@@ -227,7 +228,7 @@ def _finish(record: StudyRecord, tuner: tune.Tuner) -> StudyRecord:
         record.state, record.error = "interrupted", tracking.short_error(exc)
         record.save(cfg.resolved_storage())
         raise
-    ended = sum(row.state in ("finished", "stopped", "failed") for row in trial_rows(record))
+    ended = sum(row.state in ENDED_STATES for row in trial_rows(record))
     total = total_trials(cfg.sweep)
     if ended < total:
         record.state = "interrupted"

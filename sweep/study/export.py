@@ -10,8 +10,8 @@ from typing import Any
 
 import ray.train
 
-from sweep.engine.checkpoints import INFO_FILE, STATE_FILE
 from sweep.config.schema import PrefsweepConfig
+from sweep.engine.checkpoints import INFO_FILE, STATE_FILE
 
 
 def export_checkpoint(checkpoint_path: str, out_dir: str | Path, cfg: PrefsweepConfig,

@@ -14,6 +14,7 @@ from objectives.registry import get_objective
 from sweep.config.schema import ParameterSpec, SweepConfig
 
 OBJECTIVE_KEY = "objective.name"
+PARAMS_ATTR = "prefsweep.params"  # Optuna user attribute: the sampled values as the trial used them
 
 
 def constants(sweep: SweepConfig) -> dict[str, Any]:
@@ -65,7 +66,11 @@ class DefineByRun:
         for key, spec in self.space.items():
             if applies(key, values):
                 values[key] = suggest(trial, key, spec)
-        return self.fixed  # OptunaSearch merges returned constants into the trial config
+        # OptunaSearch merges the returned dict over the raw suggested values: the rounded
+        # stepped values (q_log_uniform_values) and the constants reach the trial config. The
+        # values as used are kept on the Optuna trial too, which records the raw ones.
+        trial.set_user_attr(PARAMS_ATTR, values)
+        return {**self.fixed, **values}
 
 
 def grid(sweep: SweepConfig) -> dict[str, list[Any]]:

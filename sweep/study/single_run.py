@@ -11,8 +11,8 @@ from objectives.registry import get_objective
 from sweep import tracking
 from sweep.config.schema import PrefsweepConfig
 from sweep.data.loading import load_preference_data
-from sweep.study.ray_cluster import init_ray
 from sweep.engine.trainer import build_trainer
+from sweep.study.ray_cluster import init_ray
 
 
 @dataclass

@@ -1,18 +1,20 @@
-"""Reading a study's trials back (from Tune's experiment state on storage) and closing a
-study: trial states in MLflow, best-trial summary on the parent run, the `champion` model."""
+"""Reading a study's trials back: Tune's experiment state on storage (trial rows, the best),
+joined with Optuna's trials, and each trial's step curves from MLflow."""
 from __future__ import annotations
 
 import math
-import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sweep import tracking
-from sweep.storage.reference_store import count_passes
+from sweep.config.loading import config_with
 from sweep.config.schema import PrefsweepConfig
-from sweep.config.loading import config_with, dump_yaml
-from sweep.storage.record import StudyRecord, study_dir
 from sweep.storage.files import join, read_text
+from sweep.storage.record import StudyRecord, study_dir
+from sweep.study.search_space import PARAMS_ATTR
+
+ENDED_STATES = ("finished", "stopped", "failed")  # a trial in one of these will not run again
+STUDY_ENDED = ("interrupted", "finished", "failed")  # a study in one of these has no running trial
 
 
 def evaluations_per_trial(cfg: PrefsweepConfig) -> int:
@@ -20,7 +22,6 @@ def evaluations_per_trial(cfg: PrefsweepConfig) -> int:
     steps, every = cfg.train.max_steps, cfg.train.eval_every
     return steps // every + (1 if steps % every else 0)
 
-CHAMPION_ALIAS = "champion"
 
 
 @dataclass
@@ -65,39 +66,44 @@ def trial_rows(record: StudyRecord) -> list[TrialRow]:
     from ray.tune import ExperimentAnalysis
 
     cfg = record.cfg
-    metric = cfg.sweep.metric.name
     try:
         analysis = ExperimentAnalysis(study_dir(cfg.resolved_storage(), record.name))
     except (ValueError, FileNotFoundError, OSError):
         return []  # no trial has started yet
-    rows = []
-    for trial in analysis.trials:
-        last = trial.last_result or {}
-        params = {k: v for k, v in (trial.config or {}).items()}
-        evaluations = int(last.get("training_iteration", 0) or 0)
-        trial_cfg = _trial_config(cfg, params)
-        step = int(last.get("step", 0) or 0)
-        state = {"PENDING": "pending", "RUNNING": "running", "PAUSED": "pending", "ERROR": "failed"}.get(
-            trial.status, "finished"
-        )
-        # The step reached, not the count of reports, tells a trial ASHA stopped from one that
-        # ran to the end: a trial resumed from a checkpoint reports fewer times.
-        if state == "finished" and step < trial_cfg.train.max_steps:
-            state = "stopped"
-        if state == "running" and record.state in ("interrupted", "finished", "failed"):
-            state = "interrupted"
-        value = last.get(metric)
-        rows.append(TrialRow(
-            trial_id=trial.trial_id, state=state, params=params,
-            value=float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None,
-            evaluations=evaluations, expected_evaluations=evaluations_per_trial(trial_cfg), step=step,
-            max_steps=trial_cfg.train.max_steps,
-            checkpoint_path=last.get("checkpoint_path"),
-            metrics={k: float(v) for k, v in last.items()
-                     if isinstance(v, (int, float)) and "/" in k or k in ("loss", "tokens_per_second")},
-            error=_error_text(trial) if state == "failed" else None,
-        ))
-    return rows
+    return [row_from_trial(trial, cfg, record.state, _error_text(trial) if trial.status == "ERROR" else None)
+            for trial in analysis.trials]
+
+
+TUNE_STATES = {"PENDING": "pending", "RUNNING": "running", "PAUSED": "pending", "ERROR": "failed"}
+SUMMARY_METRICS = ("loss", "tokens_per_second")
+
+
+def row_from_trial(trial, cfg: PrefsweepConfig, study_state: str, error: str | None = None) -> TrialRow:
+    """One Tune trial (its id, status, config and last result) as a row of the study."""
+    last = trial.last_result or {}
+    params = dict(trial.config or {})
+    trial_cfg = _trial_config(cfg, params)
+    step = int(last.get("step", 0) or 0)
+    state = TUNE_STATES.get(trial.status, "finished")
+    # The step reached, not the count of reports, tells a trial ASHA stopped from one that
+    # ran to the end: a trial resumed from a checkpoint reports fewer times.
+    if state == "finished" and step < trial_cfg.train.max_steps:
+        state = "stopped"
+    if state == "running" and study_state in STUDY_ENDED:
+        state = "interrupted"
+    value = last.get(cfg.sweep.metric.name)
+    return TrialRow(
+        trial_id=trial.trial_id, state=state, params=params, value=_finite(value),
+        evaluations=int(last.get("training_iteration", 0) or 0), expected_evaluations=evaluations_per_trial(trial_cfg),
+        step=step, max_steps=trial_cfg.train.max_steps, checkpoint_path=last.get("checkpoint_path"),
+        metrics={k: float(v) for k, v in last.items()
+                 if isinstance(v, (int, float)) and ("/" in k or k in SUMMARY_METRICS)},
+        error=error if state == "failed" else None,
+    )
+
+
+def _finite(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 def sort_rows(rows: list[TrialRow], cfg: PrefsweepConfig) -> list[TrialRow]:
@@ -110,66 +116,57 @@ def best_row(rows: list[TrialRow], cfg: PrefsweepConfig) -> TrialRow | None:
     return sort_rows(scored, cfg)[0] if scored else None
 
 
-def summarize_study(record: StudyRecord) -> StudyRecord:
-    cfg = record.cfg
-    rows = trial_rows(record)
-    uri = record.tracking_uri
-    final_status = {"finished": "FINISHED", "stopped": "KILLED", "failed": "FAILED", "interrupted": "KILLED"}
-    for row in rows:
-        run_id = tracking.find_run(uri, record.experiment_id,
-                                   {tracking.PARENT_TAG: record.parent_run_id, tracking.TRIAL_TAG: row.trial_id})
-        if run_id is None or row.state not in final_status:
-            continue
-        tags = {tracking.STATE_TAG: row.state, tracking.EVALUATIONS_TAG: row.evaluations}
-        if row.error:
-            tags[tracking.ERROR_TAG] = row.error
-        tracking.set_tags(uri, run_id, tags)
-        tracking.end_run(uri, run_id, final_status[row.state])
-    best = best_row(rows, cfg)
-    client = tracking.client_for(uri)
-    client.log_text(record.parent_run_id, dump_yaml(cfg), "config.yaml")
-    counts = {s: sum(r.state == s for r in rows) for s in ("finished", "stopped", "failed")}
-    tracking.set_tags(uri, record.parent_run_id, {
-        **{f"prefsweep.trials_{k}": v for k, v in counts.items()},
-        # The final count: trials that ran passes concurrently may have tagged it out of order.
-        tracking.PASSES_TAG: count_passes(study_dir(cfg.resolved_storage(), record.name)),
-    })
-    if best is not None:
-        record.best = best.as_dict()
-        tracking.log_metrics(uri, record.parent_run_id,
-                             {f"best/{k}": v for k, v in best.metrics.items()})
-        tracking.set_tags(uri, record.parent_run_id, {
-            tracking.BEST_TRIAL_TAG: best.trial_id, tracking.BEST_CHECKPOINT_TAG: best.checkpoint_path,
-            **{f"best.{k}": v for k, v in best.params.items()},
+OPTUNA_STATES = {"RUNNING": "running", "COMPLETE": "finished", "PRUNED": "stopped", "FAIL": "failed",
+                 "WAITING": "pending"}
+
+
+def join_trials(optuna_trials: list, tune_rows: list[TrialRow], study_state: str) -> list[dict[str, Any]]:
+    """Optuna's trials (number, state, value, intermediate values, times) joined with what Tune
+    knows of each (trial id, stopped by ASHA, step, checkpoint, metrics, error)."""
+    used: set[str] = set()
+    trials = []
+    for t in optuna_trials:
+        # Tune's config holds the Optuna params plus the sweep's constants; the n-th ask
+        # is the n-th Tune trial, so take the first unclaimed row whose params agree.
+        sampled = t.user_attrs.get(PARAMS_ATTR, t.params)
+        row = next((r for r in tune_rows if r.trial_id not in used
+                    and all(r.params.get(k) == v for k, v in sampled.items())), None)
+        if row is not None:
+            used.add(row.trial_id)
+        state = OPTUNA_STATES.get(t.state.name, t.state.name.lower())
+        if row is not None and not (row.state == "pending" and state != "pending"):
+            state = row.state  # Tune knows more (stopped by ASHA), but saves its state less often
+        if state in ("running", "pending") and study_state in STUDY_ENDED:
+            state = "interrupted"
+        value = t.value if t.value is not None else (row.value if row else None)
+        trials.append({
+            "number": t.number, "trial_id": row.trial_id if row else None, "state": state,
+            "params": dict(row.params) if row else dict(sampled), "value": value,
+            "intermediate_values": [[int(s), float(v)] for s, v in sorted(t.intermediate_values.items())],
+            "evaluations": row.evaluations if row else len(t.intermediate_values),
+            "expected_evaluations": row.expected_evaluations if row else None,
+            "step": row.step if row else None, "checkpoint_path": row.checkpoint_path if row else None,
+            "metrics": row.metrics if row else {}, "error": row.error if row else None,
+            "started": t.datetime_start.isoformat() if t.datetime_start else None,
+            "completed": t.datetime_complete.isoformat() if t.datetime_complete else None,
+            "curves": {},
         })
-        record.best["registered_version"] = register_champion(record, best)
-    record.state = "finished" if best is not None or not rows else "failed"
-    if best is None and rows:
-        record.error = "no trial reported the sweep metric"
-    tracking.end_run(uri, record.parent_run_id, "FINISHED" if record.state == "finished" else "FAILED")
-    record.save(cfg.resolved_storage())
-    return record
+    return trials
 
 
-def register_champion(record: StudyRecord, best: TrialRow) -> str | None:
-    """Log the best trial's exported model to its child run and register it with the
-    `champion` alias, linked to that run."""
-    from sweep.study.export import export_checkpoint
-
-    uri = record.tracking_uri
-    run_id = tracking.find_run(uri, record.experiment_id,
-                               {tracking.PARENT_TAG: record.parent_run_id, tracking.TRIAL_TAG: best.trial_id})
-    if run_id is None:
-        return None
-    client = tracking.client_for(uri)
-    with tempfile.TemporaryDirectory() as tmp:
-        export_checkpoint(best.checkpoint_path, tmp, config_with(record.cfg, best.params), best.metrics)
-        client.log_artifacts(run_id, tmp, "model")
-    name = record.name
-    if not client.search_registered_models(filter_string=f"name = '{name}'"):
-        client.create_registered_model(name, description=f"prefsweep study {name}: best trial per sweep")
-    artifact_uri = client.get_run(run_id).info.artifact_uri
-    version = client.create_model_version(name, source=f"{artifact_uri}/model", run_id=run_id,
-                                          tags={tracking.TRIAL_TAG: best.trial_id})
-    client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
-    return str(version.version)
+def trial_curves(record: StudyRecord, metrics: list[str]) -> dict[str, dict[str, list[list[float]]]]:
+    """Step metrics of every trial's MLflow child run: {trial_id: {metric: [[step, value]]}}."""
+    client = tracking.client_for(record.tracking_uri)
+    runs = client.search_runs([record.experiment_id],
+                              filter_string=f"tags.`{tracking.PARENT_TAG}` = '{record.parent_run_id}'",
+                              max_results=1000)
+    out: dict[str, dict[str, list[list[float]]]] = {}
+    for run in runs:
+        trial_id = run.data.tags.get(tracking.TRIAL_TAG)
+        if not trial_id:
+            continue
+        out[trial_id] = {
+            m: [[h.step, h.value] for h in sorted(client.get_metric_history(run.info.run_id, m), key=lambda h: h.step)]
+            for m in metrics if m in run.data.metrics
+        }
+    return out

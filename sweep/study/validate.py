@@ -7,8 +7,8 @@ from typing import Any
 from objectives.registry import get_objective
 from sweep.config.schema import PrefsweepConfig
 from sweep.data.loading import load_preference_data
-from sweep.models.loading import load_tokenizer
 from sweep.data.tokenize import tokenize_completions, tokenize_pairs
+from sweep.models.loading import load_tokenizer
 
 
 def validate(cfg: PrefsweepConfig) -> dict[str, Any]:

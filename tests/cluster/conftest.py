@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
 from processes import processes_under, stop_processes_under, wait_for
+
 from sweep.study.ray_cluster import free_port
 
 from .support import BIN, REPO, _tail, background, http_json

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from processes import wait_for
+
 from sweep.study.ray_cluster import free_port
 
 from .support import BIN, REPO, background, http_json
@@ -61,7 +61,7 @@ def record(storage: Path, study: str) -> dict:
 def ensure_two_nodes(ray_cluster) -> str:
     """The id of an alive worker node, adding one if an earlier test took it down."""
     alive = {n["node_id"] for n in ray_cluster.nodes()}
-    for name, node in ray_cluster.workers.items():
+    for node in ray_cluster.workers.values():
         if node in alive:
             return node
     return ray_cluster.add_worker(f"node_{secrets.token_hex(2)}")

@@ -9,9 +9,9 @@ import subprocess
 import tempfile
 
 import pytest
-
 from helpers import BIN, REPO
 from processes import stop_processes_under
+
 from sweep.study.ray_cluster import free_port
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 import optuna
 from mlflow import MlflowClient
 
-
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 

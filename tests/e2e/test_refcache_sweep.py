@@ -9,11 +9,10 @@ import random
 
 import pytest
 import yaml
-
 from mlflow import MlflowClient
 
-from sweep.storage import reference_store
 from sweep import tracking
+from sweep.storage import reference_store
 
 pytestmark = pytest.mark.ray
 

@@ -10,13 +10,11 @@ from pathlib import Path
 
 import psutil
 import pytest
-
-from sweep.study.trials import trial_rows
-from sweep.storage.record import load_record
-
-from helpers import BIN, REPO
+from helpers import BIN, REPO, optuna_trials, runs_by_kind, sweep_args
 from processes import wait_for
-from helpers import optuna_trials, runs_by_kind, sweep_args
+
+from sweep.storage.record import load_record
+from sweep.study.trials import trial_rows
 
 pytestmark = pytest.mark.ray
 

@@ -6,16 +6,16 @@ import json
 import re
 
 import pytest
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from helpers import mlflow_client, optuna_trials, runs_by_kind, sweep_args
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 pytestmark = pytest.mark.ray
 
 # 100 steps: long enough for a too-high learning rate to overfit the train templates
 # (eval accuracy ~0.2 at 3e-2) while 1e-4 reaches ~0.9.
 # Two trials at a time: one CPU each on the 2-core CI machine, and trial start-up overlaps.
-GRID = ["--set", "sweep.method=grid", "--set", "sweep.max_concurrent_trials=2", "--set", "train.max_steps=100", "--set", "train.eval_every=50",
+GRID = ["--set", "sweep.method=grid", "--set", "sweep.max_concurrent_trials=2",
+        "--set", "train.max_steps=100", "--set", "train.eval_every=50",
         "--set", "train.logging_steps=25", "--set", "sweep.parameters={}",
         "--set", "sweep.parameters.train.learning_rate.values=[1.0e-4, 3.0e-2]",
         "--set", "sweep.parameters.objective.beta.values=[0.1, 0.3]"]

@@ -4,9 +4,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from helpers import mlflow_client, runs_by_kind
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 pytestmark = pytest.mark.ray
 
