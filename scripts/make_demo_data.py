@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Write the demo preference data set: data/demo/train.jsonl and data/demo/eval.jsonl.
+"""Write the demo preference data set: sweep/data/demo/{train,eval}.jsonl (builtin:demo/*).
 
 Every row is {"prompt", "chosen", "rejected"}: a user asks about a topic; the chosen answer
 is polite, helpful and about that topic. The rejected one is worse in one of five ways
@@ -9,7 +9,7 @@ may sit in the opening, the body or the closing words, and in the off-topic mini
 only comparing the answer with the prompt reveals it. `builtin:tiny-gpt2` learns the word
 cues from scratch within a few dozen DPO steps; the off-topic pairs are the hard part. The
 eval split asks its questions with templates train never uses and mixes in unseen answer
-templates, so it measures generalisation, not memorisation. See data/demo/README.md.
+templates, so it measures generalisation, not memorisation. See sweep/data/demo/README.md.
 
 Deterministic: same seed, same bytes. Run from anywhere: `python scripts/make_demo_data.py`.
 """
@@ -21,7 +21,7 @@ import random
 import sys
 from pathlib import Path
 
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "data" / "demo"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "sweep" / "data" / "demo"
 
 # Single-token words for the builtin tokenizer, so the topic cue is one clean token.
 TOPICS = (

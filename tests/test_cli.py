@@ -100,3 +100,18 @@ def test_an_error_after_the_study_record_leaves_it_failed_and_status_shows_it(tm
     assert main(["status", "early", "--storage", str(tmp_path / "runs")]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "early: failed" in out and "the reference model failed to load" in out
+
+
+def test_the_demo_data_is_built_in_and_validates_from_any_directory(tmp_path):
+    config = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    proc = subprocess.run([sys.executable, "-m", "sweep", "validate", str(config)], capture_output=True, text=True,
+                          cwd=tmp_path, env={**os.environ, "COLUMNS": "200"}, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "builtin:demo/train" in proc.stdout and "config and data OK" in proc.stdout
+
+
+def test_an_unknown_built_in_data_set_names_the_known_ones(tmp_path, capsys):
+    path = config_file(tmp_path, [PAIR] * 4)
+    assert main(["validate", str(path), "--set", "data.train.path=builtin:demo/nope"]) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "builtin:demo/nope" in out and "builtin:demo/train" in out

@@ -16,7 +16,7 @@ def fields(err: ConfigError) -> list[str]:
 def test_defaults_match_the_design_card():
     cfg = PrefsweepConfig()
     assert cfg.model.name_or_path == "builtin:tiny-gpt2"
-    assert cfg.data.train.path == "data/demo/train.jsonl" and cfg.data.eval.path == "data/demo/eval.jsonl"
+    assert cfg.data.train.path == "builtin:demo/train" and cfg.data.eval.path == "builtin:demo/eval"
     assert (cfg.objective.name, cfg.objective.beta, cfg.objective.alpha) == ("dpo", 0.1, 0.5)
     assert (cfg.train.learning_rate, cfg.train.max_steps, cfg.train.eval_every) == (5e-5, 200, 50)
     assert cfg.sweep.metric.name == "eval/rewards/accuracies" and cfg.sweep.early_terminate.type == "asha"
@@ -177,3 +177,19 @@ def test_yaml_file_errors_name_the_file(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert err.value.source == str(path) and fields(err.value) == ["train.max_steps"]
+
+
+def test_relative_input_paths_resolve_beside_the_config_file(tmp_path, monkeypatch):
+    folder = tmp_path / "project"
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "pairs.jsonl").write_text("")
+    path = folder / "sweep.yaml"
+    path.write_text(yaml.safe_dump({"data": {"train": {"path": "data/pairs.jsonl"}, "eval": {"path": "missing.jsonl"}}}))
+    monkeypatch.chdir(tmp_path)  # elsewhere: the train path exists only beside the file
+    cfg = load_config(path)
+    assert cfg.data.train.path == str((folder / "data" / "pairs.jsonl").resolve())
+    assert cfg.data.eval.path == "missing.jsonl"  # not beside the file: still the working directory's
+    assert cfg.model.name_or_path == "builtin:tiny-gpt2"
+    assert cfg._resolved_paths == [f"data.train.path: data/pairs.jsonl -> {cfg.data.train.path} (beside the config file)"]
+    monkeypatch.chdir(folder)  # from the file's own folder nothing changes meaning
+    assert load_config(path)._resolved_paths == []

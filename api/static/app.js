@@ -214,8 +214,8 @@ function setupChat(id) {
 const EXAMPLE = `name: my-study
 model: {name_or_path: "builtin:tiny-gpt2"}
 data:
-  train: {path: data/demo/train.jsonl}
-  eval: {path: data/demo/eval.jsonl}
+  train: {path: builtin:demo/train}
+  eval: {path: builtin:demo/eval}
   format: paired
   max_length: 128
   max_prompt_length: 64

@@ -87,6 +87,7 @@ def load_config(source: str | Path | dict[str, Any], overrides: list[str] = ()) 
             raise ConfigError([("(yaml)", str(exc))], where) from None
     if not isinstance(data, dict):
         raise ConfigError([("(root)", "the config must be a mapping of sections")], where)
+    resolved = [] if where is None else resolve_input_paths(data, Path(where).resolve().parent)
     defaults = PrefsweepConfig()
     for item in overrides:
         key, value = parse_override(item)
@@ -98,7 +99,31 @@ def load_config(source: str | Path | dict[str, Any], overrides: list[str] = ()) 
     problems = sweep_problems(config)
     if problems:
         raise ConfigError(problems, where)
+    config._resolved_paths = resolved
     return config
+
+
+INPUT_PATHS = ("data.train.path", "data.eval.path", "model.name_or_path", "model.ref_name_or_path")
+
+
+def resolve_input_paths(data: dict[str, Any], base: Path) -> list[str]:
+    """Relative input paths of a config file that exist beside it become absolute, so the file
+    means the same from any working directory; -> one note per path changed. Others stay
+    relative to the working directory (a hub id such as `gpt2` is never a file there)."""
+    notes = []
+    for key in INPUT_PATHS:
+        node, *parents = data, *key.split(".")[:-1]
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        leaf = key.rsplit(".", 1)[1]
+        value = node.get(leaf) if isinstance(node, dict) else None
+        if not isinstance(value, str) or ":" in value or Path(value).is_absolute():
+            continue
+        candidate = base / value
+        if candidate.exists() and candidate.resolve() != Path(value).resolve():
+            node[leaf] = str(candidate.resolve())
+            notes.append(f"{key}: {value} -> {node[leaf]} (beside the config file)")
+    return notes
 
 
 def config_with(config: PrefsweepConfig, values: dict[str, Any]) -> PrefsweepConfig:

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from objectives.registry import get_objective, objective_names
 
@@ -48,8 +48,10 @@ class ModelConfig(Strict):
 class DataSource(Strict):
     path: str | None = Field(
         None,
-        description="Local file (.jsonl, .json, .csv, .parquet) or a directory written by "
-        "`datasets.Dataset.save_to_disk`. Relative paths are relative to the working directory.",
+        description="Local file (.jsonl, .json, .csv, .parquet), a directory written by "
+        "`datasets.Dataset.save_to_disk` or in hub layout, or a data set shipped with prefsweep: "
+        "`builtin:demo/train`, `builtin:demo/eval`. A relative path in a config file resolves against "
+        "that file's folder when it exists there, else against the working directory.",
     )
     hf: str | None = Field(None, description="Hugging Face hub dataset name, e.g. `Dahoas/static-hh`.")
     split: str = Field("train", description="Split to read from a hub dataset or a DatasetDict.")
@@ -68,10 +70,10 @@ class DataSource(Strict):
 
 class DataConfig(Strict):
     train: DataSource = Field(
-        default_factory=lambda: DataSource(path="data/demo/train.jsonl"), description="Training data."
+        default_factory=lambda: DataSource(path="builtin:demo/train"), description="Training data."
     )
     eval: DataSource | None = Field(
-        default_factory=lambda: DataSource(path="data/demo/eval.jsonl"),
+        default_factory=lambda: DataSource(path="builtin:demo/eval"),
         description="Held-out evaluation data; null to carve it from train with `eval_fraction`.",
     )
     eval_fraction: float | None = Field(
@@ -308,6 +310,9 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 class PrefsweepConfig(Strict):
+    # Notes from reading a config file (relative paths resolved beside it), for `validate`.
+    _resolved_paths: list[str] = PrivateAttr(default_factory=list)
+
     name: str = Field("demo", description="Study name: unique per storage; letters, digits, . _ -.")
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)

@@ -12,6 +12,23 @@ from sweep.config.schema import DataSource
 from sweep.data.formats import DataError
 
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+BUILTIN = "builtin:"
+# Data sets shipped inside the package (sweep/data/demo, see its README): a config that names
+# them runs from any directory, a wheel install, the REST service and `ray job submit` alike.
+BUILTIN_DATA = {"demo/train": "demo/train.jsonl", "demo/eval": "demo/eval.jsonl"}
+
+
+def builtin_data_path(path: str) -> Path:
+    """The packaged file behind `builtin:NAME`; DataError naming the known ones otherwise."""
+    name = path.removeprefix(BUILTIN)
+    if name not in BUILTIN_DATA:
+        raise DataError(path, "unknown built-in data set; known: " + ", ".join(BUILTIN + n for n in BUILTIN_DATA))
+    return Path(__file__).parent / BUILTIN_DATA[name]
+
+
+def local_path(path: str) -> Path:
+    """A data source's `path` as a file or directory on this machine."""
+    return builtin_data_path(path) if path.startswith(BUILTIN) else Path(path)
 
 
 def read_rows(source: DataSource) -> tuple[list[dict], str]:
@@ -20,7 +37,7 @@ def read_rows(source: DataSource) -> tuple[list[dict], str]:
     if source.hf is not None:
         rows = _rows_from_dataset(_load_hub(source, source.hf, description), source.limit)
     else:
-        rows = _read_path(source, Path(source.path), description)
+        rows = _read_path(source, local_path(source.path), description)
     if source.limit is not None:
         rows = rows[: source.limit]
     return rows, description

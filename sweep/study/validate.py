@@ -31,6 +31,7 @@ def validate(cfg: PrefsweepConfig) -> dict[str, Any]:
         "tokens per row (first 2000: mean / max)": f"{mean(lengths):.1f} / {max(lengths)}",
         "rows at max_length": sum(n >= cfg.data.max_length for n in lengths),
         "swept parameters": sorted(cfg.sweep.parameters),
+        "paths resolved beside the config file": cfg._resolved_paths or "none",
         "sweep": f"{cfg.sweep.method}, {cfg.sweep.num_trials} trials, metric {cfg.sweep.metric.name} "
                  f"({cfg.sweep.metric.goal})",
     }
