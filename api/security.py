@@ -127,6 +127,8 @@ def prepare_config(data: dict[str, Any], overrides: list[str], settings: Setting
             continue
         if key.startswith("model.") and not _local_model(value, settings):
             continue
+        if value.startswith("builtin:"):  # shipped with prefsweep: no file of the server's is read
+            continue
         try:
             resolved = inside_roots(value, settings)
         except ValueError as exc:

@@ -209,10 +209,12 @@ def test_server_owned_settings(server):
 def test_trust_remote_code_when_allowed(roots):
     from api.security import prepare_config
 
-    cfg = prepare_config(demo_config(model={"trust_remote_code": True}), [],
+    cfg = prepare_config(demo_config(model={"trust_remote_code": True},
+                                     data={"train": {"path": "data/demo/train.jsonl"}}), [],
                          settings_for(roots, allow_trust_remote_code=True))
     assert cfg.model.trust_remote_code
     assert cfg.data.train.path == str(roots / "data" / "demo" / "train.jsonl")  # absolute for the job
+    assert cfg.data.eval.path == "builtin:demo/eval"  # shipped with prefsweep: as it is
     assert cfg.storage.path == str(roots / "runs")
 
 

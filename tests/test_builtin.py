@@ -15,7 +15,7 @@ from sweep.models import builtin
 from sweep.models.builtin import BUILTIN_MODELS, builtin_path, is_builtin
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "data" / "demo"
+DEMO = REPO / "sweep" / "data" / "demo"
 TINY = "builtin:tiny-gpt2"
 
 # Digests of the reference build. A change here means every cached copy on every machine is

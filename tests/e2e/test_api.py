@@ -11,9 +11,9 @@ import time
 import pytest
 
 try:
-    from .api_service import AUTH, DEMO, Service, shared_base, wait_for_demo_data
+    from .api_service import AUTH, DEMO, Service, shared_base
 except ImportError:  # tests/e2e is not a package: pytest put it on sys.path
-    from api_service import AUTH, DEMO, Service, shared_base, wait_for_demo_data
+    from api_service import AUTH, DEMO, Service, shared_base
 
 pytestmark = pytest.mark.ray
 SECOND = "cancel-me"
@@ -21,7 +21,6 @@ SECOND = "cancel-me"
 
 @pytest.fixture(scope="module")
 def service(ray_cluster, tmp_path_factory):
-    wait_for_demo_data()
     svc = Service(shared_base(tmp_path_factory), ray_cluster["dashboard"]).start()
     yield svc
     svc.stop()

@@ -24,9 +24,9 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
 )
 
 try:
-    from .api_service import AUTH, DEMO, Service, shared_base, wait_for_demo_data
+    from .api_service import AUTH, DEMO, Service, shared_base
 except ImportError:  # tests/e2e is not a package: pytest put it on sys.path
-    from api_service import AUTH, DEMO, Service, shared_base, wait_for_demo_data
+    from api_service import AUTH, DEMO, Service, shared_base
 
 pytestmark = pytest.mark.ray
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -35,7 +35,6 @@ EXAMPLES = int(os.environ.get("PREFSWEEP_SCHEMATHESIS_EXAMPLES", "25"))
 
 @pytest.fixture(scope="module")
 def service(ray_cluster, tmp_path_factory):
-    wait_for_demo_data()
     svc = Service(shared_base(tmp_path_factory), ray_cluster["dashboard"]).start()
     svc.ensure_demo()
     svc.env["PREFSWEEP_MAX_RUNNING_STUDIES"] = "0"

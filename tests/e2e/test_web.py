@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 try:
-    from .api_service import DEMO, REPO, TOKEN, Service, shared_base, wait_for_demo_data
+    from .api_service import DEMO, REPO, TOKEN, Service, shared_base
 except ImportError:  # tests/e2e is not a package: pytest put it on sys.path
-    from api_service import DEMO, REPO, TOKEN, Service, shared_base, wait_for_demo_data
+    from api_service import DEMO, REPO, TOKEN, Service, shared_base
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -29,7 +29,6 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def service(ray_cluster, tmp_path_factory):
     pytest.importorskip("playwright.sync_api", reason="needs the python playwright package (test extra)")
-    wait_for_demo_data()
     svc = Service(shared_base(tmp_path_factory), ray_cluster["dashboard"]).start()
     svc.ensure_demo()
     yield svc
@@ -96,7 +95,7 @@ def test_launch_form_names_bad_field(service, page):
     page.goto(service.url + "/#/launch")
     page.fill("#token", TOKEN)
     page.dispatch_event("#token", "change")
-    yaml_text = page.input_value("#yaml").replace("data/demo/train.jsonl", "/etc/passwd")
+    yaml_text = page.input_value("#yaml").replace("builtin:demo/train", "/etc/passwd")
     page.fill("#yaml", yaml_text)
     page.click("#launch")
     problem = page.locator("#problems li").first
