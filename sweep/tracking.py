@@ -30,6 +30,7 @@ BEST_TRIAL_TAG = "prefsweep.best_trial"
 BEST_CHECKPOINT_TAG = "prefsweep.best_checkpoint"
 CACHE_TAG = "prefsweep.reference_cache"  # a trial's: which cache entry it read, or why none
 PASSES_TAG = "prefsweep.reference_passes"  # the study's: reference passes run so far
+OPTUNA_TRIAL_TAG = "prefsweep.optuna_trial"  # a trial's number in its Optuna study
 NODE_TAG, NODES_TAG = "prefsweep.node_id", "prefsweep.nodes"  # rank 0's Ray node, and every attempt's
 
 
@@ -38,6 +39,20 @@ MAX_ERROR = 4000  # characters of an error kept in tags and study records: the e
 
 def short_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[-MAX_ERROR:]
+
+
+def display_uri(uri: str) -> str:
+    """A database or tracking URI as it may be shown: any password masked."""
+    if "://" not in uri or "@" not in uri:
+        return uri
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(uri).render_as_string(hide_password=True)
+    except Exception:  # not a SQLAlchemy URL (http://user:pw@host): mask by hand
+        scheme, rest = uri.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
 
 
 def tracking_uri(cfg: PrefsweepConfig) -> str:

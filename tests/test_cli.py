@@ -45,6 +45,7 @@ def test_validate_names_file_row_and_column_of_an_empty_chosen(tmp_path, capsys)
     assert main(["validate", str(config_file(tmp_path, rows))]) == 1
     out = " ".join(capsys.readouterr().out.split())
     assert "pairs.jsonl" in out and "row 1" in out and "'chosen'" in out
+    assert "the only invalid row; data.drop_invalid: true drops it" in out  # the remedy, for one bad row too
 
 
 def test_drop_invalid_counts_instead_of_failing(tmp_path, capsys):
@@ -115,3 +116,44 @@ def test_an_unknown_built_in_data_set_names_the_known_ones(tmp_path, capsys):
     assert main(["validate", str(path), "--set", "data.train.path=builtin:demo/nope"]) == 1
     out = " ".join(capsys.readouterr().out.split())
     assert "builtin:demo/nope" in out and "builtin:demo/train" in out
+
+
+def saved_record(tmp_path, name: str, state: str):
+    from sweep.config.schema import PrefsweepConfig
+    from sweep.storage.record import StudyRecord
+
+    cfg = PrefsweepConfig(name=name, storage={"path": str(tmp_path / "runs")})
+    record = StudyRecord(name=name, config=cfg.model_dump(mode="json"), tracking_uri="sqlite:///m.db",
+                         experiment_id="0", parent_run_id="p", optuna_url="sqlite:///o.db", state=state)
+    record.save(cfg.resolved_storage())
+    return record
+
+
+def test_unknown_study_and_study_without_a_best_are_one_line_each(tmp_path, capsys):
+    storage = str(tmp_path / "runs")
+    for verb in ("status", "best", "resume"):
+        assert main([verb, "nope", "--storage", storage]) == 1
+        out = capsys.readouterr().out
+        assert "no study 'nope'" in out and "Traceback" not in out, out
+    saved_record(tmp_path, "empty", "failed")
+    assert main(["best", "empty", "--storage", storage]) == 1
+    assert "has no trial with a checkpoint" in " ".join(capsys.readouterr().out.split())
+
+
+def test_resume_of_a_finished_study_says_there_is_nothing_to_resume(tmp_path, capsys):
+    saved_record(tmp_path, "done", "finished")
+    assert main(["resume", "done", "--storage", str(tmp_path / "runs")]) == 0
+    assert "nothing to resume" in capsys.readouterr().out
+
+
+def test_next_steps_name_this_study_and_mask_passwords(capsys):
+    from sweep.cli.study_verbs import print_next_steps
+
+    status = {"mlflow": {"tracking_uri": "sqlite:////abs/runs/mlflow.db", "experiment_id": "3"},
+              "optuna": {"url": "postgresql+psycopg://sweeper:s3cret@db:5432/optuna"}}
+    print_next_steps("demo", "/abs/runs", status)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "prefsweep best demo --storage /abs/runs --export /abs/runs/demo/best" in out
+    assert "PREFSWEEP_STORAGE_PATH=/abs/runs prefsweep serve" in out
+    assert "mlflow ui --backend-store-uri sqlite:////abs/runs/mlflow.db" in out
+    assert "optuna-dashboard postgresql+psycopg://sweeper:***@db:5432/optuna" in out and "s3cret" not in out

@@ -226,7 +226,8 @@ def test_invalid_row_names_file_row_and_column(tmp_path, bad_row, column, messag
         load(tmp_path, rows, format="paired", name="x.jsonl")
     err = info.value
     assert (err.source, err.row, err.column) == (str(tmp_path / "x.jsonl"), 12, column)
-    assert str(err) == f"{tmp_path / 'x.jsonl'}: row 12, column {column!r}: {message}"
+    assert str(err) == (f"{tmp_path / 'x.jsonl'}: row 12, column {column!r}: {message} "
+                        "(the only invalid row; data.drop_invalid: true drops it)")
 
 
 def test_several_invalid_rows_raise_the_first_and_count_them(tmp_path):

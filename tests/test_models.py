@@ -42,6 +42,7 @@ def test_resolve_model_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "here").mkdir()
     assert resolve_model_path("here") == str((tmp_path / "here").resolve())
+    monkeypatch.setattr("sweep.models.hub.hub_reason", lambda: None)  # as if the hub answered
     assert resolve_model_path("openai-community/gpt2") == "openai-community/gpt2"
     assert resolve_model_path("gpt2") == "gpt2"
     for missing in ("./nope", str(tmp_path / "nope"), "a/b/c"):
@@ -115,6 +116,30 @@ def test_unreachable_hub_id_is_a_clear_error(tmp_path, monkeypatch):
         with pytest.raises(ValueError) as info:
             load(name)
         message = str(info.value)
-        assert name in message and "hub is unreachable" in message
+        assert name in message and "HF_HUB_OFFLINE is set" in message
         assert "local directory" in message and TINY in message
 
+
+
+def test_a_hub_model_fails_at_once_when_offline_and_not_cached(monkeypatch, tmp_path):
+    import time
+
+    from sweep.models.loading import ModelLoadError, load_tokenizer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    began = time.perf_counter()
+    with pytest.raises(ModelLoadError, match="HF_HUB_OFFLINE is set.*hf download someone/never-cached"):
+        load_tokenizer("someone/never-cached")
+    assert time.perf_counter() - began < 5  # no retries
+
+
+def test_a_hub_data_set_fails_at_once_when_offline(monkeypatch, tmp_path):
+    from sweep.config.schema import DataSource
+    from sweep.data.formats import DataError
+    from sweep.data.sources import read_rows
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(DataError, match="not in the local cache, and HF_HUB_OFFLINE is set.*--repo-type dataset"):
+        read_rows(DataSource(hf="someone/never-cached-data"))

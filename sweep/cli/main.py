@@ -9,6 +9,9 @@ from collections.abc import Callable
 from sweep.cli import config_verbs, study_verbs
 from sweep.cli.output import console
 from sweep.config.loading import ConfigError
+from sweep.models.loading import ModelLoadError
+from sweep.service.studies import NoUsableTrial
+from sweep.storage.record import StudyNotFound
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except DataError as err:
         console.print(f"[red]data error: {err}[/red]", highlight=False)
+        return 1
+    except (StudyNotFound, NoUsableTrial, ModelLoadError) as err:  # status/best/resume on a study that has nothing to show
+        console.print(f"[red]{err}[/red]", highlight=False, soft_wrap=True)
         return 1
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]")

@@ -21,8 +21,15 @@ def cmd_run(args) -> int:
 
 
 def cmd_resume(args) -> int:
+    from sweep.storage.record import load_record
     from sweep.study.driver import SweepInterrupted, resume_study
 
+    record = load_record(args.name, args.storage)
+    if record.state == "finished":
+        console.print(f"study {args.name} is finished: nothing to resume (`prefsweep status {args.name} "
+                      f"--storage {args.storage}` shows it; `prefsweep run CONFIG --set name=NEW` starts another)",
+                      highlight=False, soft_wrap=True)
+        return 0
     try:
         record = resume_study(args.name, args.storage)
     except SweepInterrupted as err:
@@ -54,9 +61,28 @@ def _print_outcome(name: str, storage: str) -> int:
                       "run's tag prefsweep.error)", highlight=False, soft_wrap=True)
     if status["best"]:
         print_metrics(f"best trial {status['best']['trial_id']}", status["best"]["metrics"])
+        print_next_steps(name, storage, status)
         return 0
     console.print(f"[red]study {name} ended without a usable trial: {status['error']}[/red]")
     return 1
+
+
+def print_next_steps(name: str, storage: str, status: dict) -> None:
+    """What a user does next, with this study's own names, paths and URIs filled in."""
+    from sweep.storage.files import join
+    from sweep.tracking import display_uri
+
+    where = "" if storage == "runs" else f" --storage {storage}"
+    serve_env = "" if storage == "runs" else f"PREFSWEEP_STORAGE_PATH={storage} "
+    optuna_url = status["optuna"]["url"]
+    lines = [
+        f"prefsweep best {name}{where} --export {join(storage, name, 'best')}   # the winner as a Hugging Face model",
+        f"{serve_env}prefsweep serve   # REST API + web page over this storage (token: PREFSWEEP_API_TOKEN)",
+        f"mlflow ui --backend-store-uri {display_uri(status['mlflow']['tracking_uri'])}   # every trial, "
+        f"side by side (experiment {status['mlflow']['experiment_id']})",
+        f"optuna-dashboard {display_uri(optuna_url)}   # the search: importances, history (study {name})",
+    ]
+    console.print("next:\n" + "\n".join(f"  {line}" for line in lines), highlight=False, soft_wrap=True)
 
 
 def cmd_status(args) -> int:

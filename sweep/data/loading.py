@@ -121,7 +121,8 @@ def _load(source: DataSource, data: DataConfig, *, paired: bool) -> _Loaded:
     ]
     if errors and not data.drop_invalid:
         first = errors[0]
-        more = f" ({len(errors)} invalid rows in all; data.drop_invalid: true drops them)" if len(errors) > 1 else ""
+        count = f"{len(errors)} invalid rows in all" if len(errors) > 1 else "the only invalid row"
+        more = f" ({count}; data.drop_invalid: true drops {'them' if len(errors) > 1 else 'it'})"
         raise DataError(first.source, first.message + more, row=first.row, column=first.column)
     if errors:
         logger.warning(

@@ -10,6 +10,7 @@ from typing import Any
 
 from sweep.config.schema import DataSource
 from sweep.data.formats import DataError
+from sweep.models.hub import HubUnavailable, dataset_cached, require_hub
 
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 BUILTIN = "builtin:"
@@ -143,6 +144,11 @@ def _load_saved(source: DataSource, path: Path, description: str):
 def _load_hub(source: DataSource, name: str, description: str):
     import datasets
 
+    if not Path(name).is_dir():  # a hub data set: fail at once when the hub cannot be asked
+        try:
+            require_hub("data set", name, cached=dataset_cached(name), download=" --repo-type dataset")
+        except HubUnavailable as err:
+            raise DataError(description, str(err)) from None
     try:
         return datasets.load_dataset(name, source.name, split=source.split)
     except Exception as err:  # noqa: BLE001 - network, missing repo, bad config name, missing split

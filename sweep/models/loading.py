@@ -11,6 +11,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sweep.models.builtin import BUILTIN_MODELS, BUILTIN_PREFIX, builtin_path, is_builtin
+from sweep.models.hub import HubUnavailable, model_cached, require_hub
+
+
+class ModelLoadError(ValueError):
+    """A model or tokenizer that cannot be loaded, with what to do about it."""
+
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
@@ -25,7 +31,12 @@ def resolve_model_path(name_or_path: str) -> str:
     if local.is_dir():
         return str(local.resolve())
     if _looks_like_path(name_or_path):
-        raise ValueError(f"model directory {name_or_path!r} does not exist")
+        raise ModelLoadError(f"model directory {name_or_path!r} does not exist")
+    try:
+        require_hub("model", name_or_path, cached=model_cached(name_or_path))
+    except HubUnavailable as err:
+        builtins = ", ".join(BUILTIN_PREFIX + m for m in BUILTIN_MODELS)
+        raise ModelLoadError(f"{err} or a built-in model ({builtins})") from None
     return name_or_path
 
 
@@ -98,11 +109,11 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1 or "\\" in name
 
 
-def _load_error(name_or_path: str, path: str, what: str, err: OSError) -> ValueError:
+def _load_error(name_or_path: str, path: str, what: str, err: OSError) -> ModelLoadError:
     if Path(path).is_dir():
-        return ValueError(f"cannot load the {what} of {name_or_path!r} from local directory {path}: {err}")
+        return ModelLoadError(f"cannot load the {what} of {name_or_path!r} from local directory {path}: {err}")
     builtins = ", ".join(BUILTIN_PREFIX + m for m in BUILTIN_MODELS)
-    return ValueError(
+    return ModelLoadError(
         f"cannot load the {what} {name_or_path!r}: it is not a local directory, and the "
         f"Hugging Face hub is unreachable (offline?) or has no such repository, nor is it in "
         f"the local HF cache. Use a local directory in HF layout or a built-in model "

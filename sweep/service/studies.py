@@ -36,11 +36,16 @@ def study_status(name: str, storage: str = "runs") -> dict[str, Any]:
     }
 
 
+class NoUsableTrial(LookupError):
+    """A study none of whose trials has both a checkpoint and a value of the sweep metric."""
+
+
 def best_trial(name: str, storage: str = "runs") -> tuple[StudyRecord, dict[str, Any]]:
     record = load_record(name, storage)
     best = best_row(trial_rows(record), record.cfg)
     if best is None:
-        raise LookupError(f"study {name!r} has no trial with a checkpoint and a value of {record.cfg.sweep.metric.name}")
+        raise NoUsableTrial(f"study {name!r} ({record.state}) has no trial with a checkpoint and a value of "
+                            f"{record.cfg.sweep.metric.name} yet")
     return record, best.as_dict()
 
 

@@ -18,6 +18,10 @@ from sweep.storage.files import join, read_text, write_text
 STUDY_FILE = "study.json"
 
 
+class StudyNotFound(FileNotFoundError):
+    """No study record of that name under that storage."""
+
+
 def optuna_url(cfg: PrefsweepConfig) -> str:
     if cfg.storage.optuna_url:
         return cfg.storage.optuna_url
@@ -58,7 +62,8 @@ def load_record(name: str, storage: str = "runs") -> StudyRecord:
     storage = resolve_storage_path(storage)
     text = read_text(join(storage, name, STUDY_FILE))
     if text is None:
-        raise FileNotFoundError(f"no study {name!r} under {storage} (looked for {join(storage, name, STUDY_FILE)})")
+        raise StudyNotFound(f"no study {name!r} under {storage} (looked for {join(storage, name, STUDY_FILE)}); "
+                            "--storage names the storage.path it ran with")
     return StudyRecord(**json.loads(text))
 
 

@@ -6,6 +6,7 @@ owns the MLflow parent run; each trial owns its child run; rank-0 workers log st
 """
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from typing import Any
 
@@ -15,7 +16,6 @@ import ray
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search.optuna import OptunaSearch
 
 from objectives.registry import get_objective
 from sweep import tracking
@@ -27,9 +27,12 @@ from sweep.storage.files import join
 from sweep.storage.record import StudyRecord, exists, load_record, optuna_url, study_dir
 from sweep.study import reference_cache as refcache
 from sweep.study.closing import summarize_study
+from sweep.study.optuna_search import StudySearch, link_trial
 from sweep.study.ray_cluster import init_ray
-from sweep.study.search_space import DefineByRun, sampler_for, total_trials
+from sweep.study.search_space import sampler_for, total_trials
 from sweep.study.trials import ENDED_STATES, evaluations_per_trial, trial_rows
+
+logger = logging.getLogger(__name__)
 
 
 class StudyExistsError(ValueError):
@@ -61,6 +64,14 @@ def run_trial(params: dict[str, Any], *, study: dict[str, Any], data: Any) -> No
             tags={**tags, tracking.STUDY_TAG: cfg.name, tracking.KIND_TAG: "trial"},
             params={**cfg.model_dump(mode="json"), **{f"swept.{k}": v for k, v in params.items()}},
         )
+        # The three stores point at each other: the Optuna trial names this run, the run its number.
+        try:
+            number = link_trial(study["optuna_url"], cfg.name, trial_id, run_id)
+        except Exception as exc:  # a link is a convenience: never a reason to fail the trial
+            logger.warning("could not link trial %s to its Optuna trial: %s", trial_id, exc)
+            number = None
+        if number is not None:
+            tracking.set_tags(uri, run_id, {tracking.OPTUNA_TRIAL_TAG: number})
     data_ref = ray.put(data)
     # The study's shared reference log-probs for this trial's tokenization settings (computed on
     # first use when swept parameters change them); None = the workers run a live reference.
@@ -124,17 +135,6 @@ def _trainable(record: StudyRecord, data: Any):
     return tune.with_resources(tune.with_parameters(run_trial, study=study, data=data), {"memory": TRIAL_MEMORY})
 
 
-def _searcher(cfg: PrefsweepConfig, url: str) -> OptunaSearch:
-    return OptunaSearch(
-        space=DefineByRun(cfg.sweep),
-        metric=cfg.sweep.metric.name,
-        mode=cfg.sweep.metric.mode,
-        sampler=sampler_for(cfg.sweep),
-        storage=optuna.storages.RDBStorage(url),
-        study_name=cfg.name,
-    )
-
-
 def _load_data(cfg: PrefsweepConfig):
     paired = any(get_objective(n).paired for n in cfg.objectives_in_play())
     return load_preference_data(cfg.data, paired=paired, seed=cfg.train.seed)
@@ -170,7 +170,7 @@ def start_study(cfg: PrefsweepConfig, *, overwrite: bool = False, progress: list
             _trainable(record, data),
             tune_config=tune.TuneConfig(
                 metric=cfg.sweep.metric.name, mode=cfg.sweep.metric.mode,
-                search_alg=_searcher(cfg, url), scheduler=_scheduler(cfg),
+                search_alg=StudySearch(cfg, optuna.storages.RDBStorage(url)), scheduler=_scheduler(cfg),
                 num_samples=total_trials(cfg.sweep), max_concurrent_trials=cfg.sweep.max_concurrent_trials,
             ),
             run_config=tune.RunConfig(

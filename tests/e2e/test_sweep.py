@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from helpers import mlflow_client, optuna_trials, runs_by_kind, sweep_args
+from helpers import dashboard_trials, mlflow_client, optuna_trials, runs_by_kind, sweep_args
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 pytestmark = pytest.mark.ray
@@ -27,7 +27,8 @@ def test_sweep_records_everything_and_exports_the_best(cli, tmp_path):
 
     trials = optuna_trials(storage, "grid")
     assert len(trials) == 4
-    assert all(t.state.name == "COMPLETE" and set(t.params) == {"train.learning_rate", "objective.beta"}
+    # ASHA may stop trials early: Optuna then has them PRUNED, with their last value.
+    assert all(t.state.name in ("COMPLETE", "PRUNED") and set(t.params) == {"train.learning_rate", "objective.beta"}
                for t in trials)
     assert {(t.params["train.learning_rate"], t.params["objective.beta"]) for t in trials} == {
         (1e-4, 0.1), (1e-4, 0.3), (3e-2, 0.1), (3e-2, 0.3)}
@@ -35,6 +36,16 @@ def test_sweep_records_everything_and_exports_the_best(cli, tmp_path):
     (parent,) = runs_by_kind(storage, "study")
     children = runs_by_kind(storage, "trial")
     assert len(children) == 4
+
+    # The three stores point at each other, as optuna-dashboard's own API shows them.
+    status = json.loads(cli("status", "grid", "--storage", str(storage), "--json").stdout)
+    state_of = {t["trial_id"]: t["state"] for t in status["trials"]}
+    run_of = {c.data.tags["prefsweep.trial_id"]: c for c in children}
+    for trial in dashboard_trials(storage, "grid"):
+        trial_id = trial["user_attrs"]["prefsweep.trial_id"]
+        assert trial["user_attrs"]["prefsweep.mlflow_run_id"] == run_of[trial_id].info.run_id
+        assert run_of[trial_id].data.tags["prefsweep.optuna_trial"] == str(trial["number"])
+        assert trial["state"] == {"stopped": "Pruned", "finished": "Complete"}[state_of[trial_id]], trial
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert len({c.data.tags["prefsweep.trial_id"] for c in children}) == 4
     assert all("eval/rewards/accuracies" in c.data.metrics for c in children)
@@ -43,7 +54,6 @@ def test_sweep_records_everything_and_exports_the_best(cli, tmp_path):
     champion = mlflow_client(storage).get_model_version_by_alias("grid", "champion")
     assert champion.run_id in {c.info.run_id for c in children}
 
-    status = json.loads(cli("status", "grid", "--storage", str(storage), "--json").stdout)
     assert status["state"] == "finished" and status["progress"] == {"done": 4, "total": 4}
     values = [t["value"] for t in status["trials"]]
     assert status["best"]["params"]["train.learning_rate"] == 1e-4

@@ -1,0 +1,67 @@
+"""Ray Tune's OptunaSearch, linked to the rest of a study: each Optuna trial carries the Tune
+trial id (and, set by the trial itself, its MLflow run id) as user attributes, and a trial
+that ASHA stopped early is told to Optuna as PRUNED (its last intermediate value kept), so
+optuna-dashboard shows it stopped, not complete. Optuna's samplers treat pruned trials as
+what they are: runs that looked worse early."""
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from ray.tune.search.optuna import OptunaSearch
+
+from sweep.config.loading import config_with
+from sweep.config.schema import PrefsweepConfig
+from sweep.study.search_space import DefineByRun, sampler_for
+
+TRIAL_ID_ATTR = "prefsweep.trial_id"
+MLFLOW_RUN_ATTR = "prefsweep.mlflow_run_id"
+
+
+def stopped_early(cfg: PrefsweepConfig, result: dict[str, Any] | None) -> bool:
+    """A last result short of its trial's max_steps: stopped by the scheduler, not finished."""
+    if not result or "step" not in result:
+        return False
+    try:
+        max_steps = config_with(cfg, result.get("config") or {}).train.max_steps
+    except ValueError:
+        max_steps = cfg.train.max_steps
+    return int(result["step"]) < max_steps
+
+
+class StudySearch(OptunaSearch):
+    def __init__(self, cfg: PrefsweepConfig, storage: optuna.storages.BaseStorage):
+        super().__init__(space=DefineByRun(cfg.sweep), metric=cfg.sweep.metric.name, mode=cfg.sweep.metric.mode,
+                         sampler=sampler_for(cfg.sweep), storage=storage, study_name=cfg.name)
+        self._cfg = cfg
+
+    def suggest(self, trial_id: str):
+        config = super().suggest(trial_id)
+        if trial_id in self._ot_trials:
+            self._ot_trials[trial_id].set_user_attr(TRIAL_ID_ATTR, trial_id)
+        return config
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        if not error and trial_id in self._ot_trials and trial_id not in self._completed_trials \
+                and stopped_early(self._cfg, result):
+            self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
+            self._completed_trials.add(trial_id)
+            return
+        super().on_trial_complete(trial_id, result, error)
+
+
+def link_trial(storage_url: str, study_name: str, trial_id: str, run_id: str) -> int | None:
+    """From inside a trial: record its MLflow run id on its Optuna trial -> that trial's number
+    (None when the searcher has not tagged one, e.g. a study created before the links)."""
+    storage = optuna.storages.RDBStorage(storage_url)
+    try:
+        study_id = storage.get_study_id_from_name(study_name)
+        for trial in storage.get_all_trials(study_id, deepcopy=False):
+            if trial.user_attrs.get(TRIAL_ID_ATTR) == trial_id:
+                if not trial.state.is_finished():  # a restarted trial whose Optuna trial already ended
+                    storage.set_trial_user_attr(trial._trial_id, MLFLOW_RUN_ATTR, run_id)
+                return trial.number
+        return None
+    finally:
+        storage.remove_session()
+        storage.engine.dispose()
