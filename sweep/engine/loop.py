@@ -110,6 +110,7 @@ def evaluate(policy, reference, loader, objective, params, cfg, device) -> dict[
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     cfg = PrefsweepConfig.model_validate(loop_config["config"])
     refuse_if_diverged_before(loop_config.get("run_dir"))
+    quiet_progress_bars()
     data = loop_config["data"]
     if isinstance(data, ray.ObjectRef):
         data = ray.get(data)
@@ -161,6 +162,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     window = MetricAccumulator()
     window_tokens, window_padded, window_start = 0, 0, time.perf_counter()
     last_train: dict[str, float] = {}
+    reported = False
     policy.train()
     for step in range(start_step, cfg.train.max_steps):
         for micro in range(accum):
@@ -210,6 +212,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 logger.log({k: v for k, v in metrics.items() if k.startswith("eval/")}, step=done)
             if rank == 0:
                 _say(progress_line(cfg, done, {k: v for k, v in metrics.items() if k.startswith("eval/")}))
+            if start_step and not reported:  # the driver says so on the console (sweep.study.console)
+                metrics["resumed_from_step"] = start_step
+            reported = True
             _report(metrics, policy, tokenizer, optimizer, scheduler, cfg, rank, done)
 
 
@@ -230,6 +235,14 @@ def _report(metrics, policy, tokenizer, optimizer, scheduler, cfg, rank, step) -
             save_checkpoint(Path(tmp), unwrap(policy), tokenizer, optimizer, scheduler, cfg, step, metrics)
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def quiet_progress_bars() -> None:
+    """No "Loading weights" / "Writing model shards" bars per load and checkpoint: a worker's
+    console is a log, and a bar per step of every trial drowns the lines that matter."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 def _say(line: str) -> None:

@@ -76,6 +76,9 @@ def token_budget(model, device: torch.device) -> int:
 def compute_and_store(study_dir: str, key: str, parts: dict, config: dict, data) -> dict:
     """The body of the reference-pass Ray task (also callable in-process)."""
     cfg = PrefsweepConfig.model_validate(config)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a Ray task's console is a log (see engine.loop.quiet_progress_bars)
     device = "cuda" if cfg.resources.use_gpu and torch.cuda.is_available() else "cpu"
     began = time.perf_counter()
     tensors = compute_reference_logps(cfg, data, device)

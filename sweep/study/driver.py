@@ -27,6 +27,7 @@ from sweep.storage.files import join
 from sweep.storage.record import StudyRecord, exists, load_record, optuna_url, study_dir
 from sweep.study import reference_cache as refcache
 from sweep.study.closing import summarize_study
+from sweep.study.console import SweepProgress, worker_logs_on_console
 from sweep.study.optuna_search import StudySearch, link_trial
 from sweep.study.ray_cluster import init_ray
 from sweep.study.search_space import sampler_for, total_trials
@@ -156,7 +157,7 @@ def start_study(cfg: PrefsweepConfig, *, overwrite: bool = False, progress: list
         _forget(cfg, url)
     uri = tracking.tracking_uri(cfg)
     experiment_id = tracking.ensure_experiment(cfg, uri)
-    init_ray()
+    init_ray(log_to_driver=worker_logs_on_console())
     parent = tracking.create_run(
         uri, experiment_id, cfg.name, tags={tracking.STUDY_TAG: cfg.name, tracking.KIND_TAG: "study"},
         params=cfg.model_dump(mode="json"),
@@ -174,7 +175,8 @@ def start_study(cfg: PrefsweepConfig, *, overwrite: bool = False, progress: list
                 num_samples=total_trials(cfg.sweep), max_concurrent_trials=cfg.sweep.max_concurrent_trials,
             ),
             run_config=tune.RunConfig(
-                name=cfg.name, storage_path=storage, callbacks=progress or [],
+                name=cfg.name, storage_path=storage, callbacks=[SweepProgress(cfg), *(progress or [])],
+                verbose=0,  # SweepProgress prints the trials' events instead of Ray's tables
                 # A trial whose function died with its node restarts on the nodes left (see
                 # run_trial); the Train run inside it retries lost workers on its own.
                 failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_retries, fail_fast=False),
@@ -203,7 +205,7 @@ def resume_study(name: str, storage: str = "runs", progress: list | None = None)
     if record.state == "finished":
         return record
     data = _load_data(cfg)
-    init_ray()
+    init_ray(log_to_driver=worker_logs_on_console())
     with _fails_study(record):
         _prepare_reference_cache(record, data)
         tuner = tune.Tuner.restore(

@@ -47,6 +47,20 @@ def _merge_adapter(adapter_dir: Path, out: Path, cfg: PrefsweepConfig) -> None:
         shutil.copy2(adapter_dir / INFO_FILE, out / INFO_FILE)
 
 
+def _search_range(spec) -> str:
+    if spec.kind == "categorical":
+        return "values " + ", ".join(str(v) for v in spec.values)
+    step = f", step {spec.q}" if spec.q else ""
+    return f"{spec.kind} {spec.min:g} .. {spec.max:g}{step}"
+
+
+def _dotted(cfg: PrefsweepConfig, key: str) -> Any:
+    node: Any = cfg.model_dump(mode="json")
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
 def model_card(cfg: PrefsweepConfig, metrics: dict[str, Any]) -> str:
     data = [cfg.data.train.describe()] + ([cfg.data.eval.describe()] if cfg.data.eval else [])
     hub_data = [s.hf for s in (cfg.data.train, cfg.data.eval) if s is not None and s.hf]
@@ -60,19 +74,25 @@ def model_card(cfg: PrefsweepConfig, metrics: dict[str, Any]) -> str:
     front.append("---")
     hp = {**{f"objective.{k}": v for k, v in cfg.objective.model_dump().items()},
           **{f"train.{k}": v for k, v in cfg.train.model_dump().items()}}
+    swept = {k: _search_range(s) for k, s in cfg.sweep.parameters.items() if s.kind != "constant"}
+    hp.update({k: _dotted(cfg, k) for k in swept if k not in hp})
     lines = front + [
         f"# {cfg.name}",
         "",
         f"Fine-tuned from `{base}` with the **{cfg.objective.name}** objective by prefsweep "
         f"(best trial of study `{cfg.name}`, chosen on `{cfg.sweep.metric.name}`, {cfg.sweep.metric.goal}).",
+        f"When the study finished, this model was registered in MLflow as `{cfg.name}` with the alias "
+        "`champion`.",
         "",
         "## Data",
         *[f"- {d}" for d in data],
         f"- format `{cfg.data.format}`, max_length {cfg.data.max_length}, max_prompt_length {cfg.data.max_prompt_length}",
         "",
         "## Hyperparameters",
-        "| name | value |", "|---|---|",
-        *[f"| {k} | {v} |" for k, v in hp.items()],
+        f"{len(swept)} swept by the study (the winner's value, then the range searched); the rest fixed.",
+        "",
+        "| name | value | swept over |", "|---|---|---|",
+        *[f"| {k} | {v} | {swept.get(k, '')} |" for k, v in sorted(hp.items(), key=lambda kv: kv[0] not in swept)],
         "",
         "## Metrics (last evaluation)",
         "| metric | value |", "|---|---|",

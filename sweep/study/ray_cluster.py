@@ -31,7 +31,8 @@ def use_token_auth_if_available() -> None:
     maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
-def init_ray(num_cpus: int | None = None) -> None:
+def init_ray(num_cpus: int | None = None, *, log_to_driver: bool = True) -> None:
+    """`log_to_driver=False`: workers' output stays in Ray's logs, off this process's console."""
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -39,7 +40,7 @@ def init_ray(num_cpus: int | None = None) -> None:
     address = os.environ.get("RAY_ADDRESS")
     if address:
         use_token_auth_if_available()
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=log_to_driver)
     else:
         # The cluster's own processes find its dashboard (state API) through this variable;
         # without it they look up "the latest cluster" in /tmp/ray/ray_current_cluster, which
@@ -49,7 +50,7 @@ def init_ray(num_cpus: int | None = None) -> None:
         port = free_port()
         os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-                 dashboard_port=port, log_to_driver=True)
+                 dashboard_port=port, log_to_driver=log_to_driver)
 
 
 def free_port() -> int:
