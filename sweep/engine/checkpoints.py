@@ -32,6 +32,13 @@ def save_checkpoint(directory: Path, model, tokenizer, optimizer, scheduler, cfg
     (directory / INFO_FILE).write_text(json.dumps(info, indent=2, default=float))
 
 
+def checkpoint_metrics(checkpoint) -> dict[str, Any]:
+    """The metrics a `ray.train.Checkpoint` was saved with (its evaluation's report)."""
+    with checkpoint.as_directory() as directory:
+        path = Path(directory) / INFO_FILE
+        return json.loads(path.read_text()).get("metrics", {}) if path.is_file() else {}
+
+
 def load_training_state(checkpoint, optimizer, scheduler) -> int:
     """Restore optimizer, scheduler and RNG from a `ray.train.Checkpoint`; -> the step reached."""
     with checkpoint.as_directory() as directory:

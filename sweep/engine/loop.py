@@ -26,7 +26,7 @@ from sweep import tracking
 from sweep.config.schema import PrefsweepConfig
 from sweep.data.tokenize import tokenized_splits
 from sweep.engine.batch_loss import batch_loss
-from sweep.engine.checkpoints import load_training_state, save_checkpoint
+from sweep.engine.checkpoints import checkpoint_metrics, load_training_state, save_checkpoint
 from sweep.engine.collate import CompletionCollator, PairCollator
 from sweep.engine.length_sampler import LengthGroupedSampler, item_length
 from sweep.engine.metrics import MetricAccumulator
@@ -148,6 +148,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     start_step = load_training_state(checkpoint, optimizer, scheduler) if checkpoint else 0
     if start_step and rank == 0:
         _say(f"[prefsweep {cfg.name}] resumed from the checkpoint of step {start_step}")
+    if start_step >= cfg.train.max_steps:
+        # The run had saved its last checkpoint when it was cut off, perhaps before its report
+        # reached Tune: report that checkpoint's metrics again, so the trial ends finished.
+        metrics = {**checkpoint_metrics(checkpoint), "resumed_from_step": start_step}
+        ray.train.report(metrics, checkpoint=checkpoint if rank == 0 else None)
+        return
 
     logger = None
     if rank == 0 and loop_config.get("mlflow_run_id"):

@@ -64,7 +64,8 @@ class SweepProgress(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
         step, end = int(last.get("step", 0)), self._max_steps(trial)
-        how = "finished" if step >= end else f"stopped early by ASHA at step {step}/{end}"
+        by = " by ASHA" if self.cfg.sweep.early_terminate is not None else ""
+        how = "finished" if step >= end else f"stopped early{by} at step {step}/{end}"
         self._say(f"trial {trial.trial_id} {how}: {self.metric}={_fmt(last.get(self.metric))}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
