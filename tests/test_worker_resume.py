@@ -3,6 +3,7 @@ it), continues from that step, and a run whose last checkpoint was already its f
 reports that checkpoint's metrics again instead of leaving the trial short of its end."""
 from __future__ import annotations
 
+import pytest
 import ray.train
 from worker_harness import one_thread, run_worker, tiny_config, tiny_data  # noqa: F401
 
@@ -11,7 +12,8 @@ def resume_from(monkeypatch, directory):
     monkeypatch.setattr(ray.train, "get_checkpoint", lambda: ray.train.Checkpoint.from_directory(str(directory)))
 
 
-def test_resuming_midway_and_at_the_end(monkeypatch, tmp_path, one_thread):  # noqa: F811
+@pytest.mark.usefixtures("one_thread")
+def test_resuming_midway_and_at_the_end(monkeypatch, tmp_path):
     cfg, data = tiny_config(), tiny_data()
     first = run_worker(cfg, data, monkeypatch, tmp_path / "first")
     assert [r["step"] for r in first] == [2, 4] and all("resumed_from_step" not in r for r in first)
