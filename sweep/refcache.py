@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from objectives.registry import get_objective
-from sweep.config import PrefsweepConfig
+from sweep.config import REFCACHE, PrefsweepConfig
 from sweep.reffingerprint import CACHE_FORMAT, fingerprint
 from sweep.study import filesystem, join
 
@@ -67,7 +67,7 @@ def cache_decision(cfg: PrefsweepConfig) -> tuple[bool, str]:
 # --- storage -------------------------------------------------------------------------------------
 
 def cache_root(study_dir: str) -> str:
-    return join(study_dir, "refcache")
+    return join(study_dir, REFCACHE)
 
 
 def entry_dir(study_dir: str, key: str) -> str:

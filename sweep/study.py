@@ -2,7 +2,8 @@
 
 Layout under `storage.path`:  NAME/             Tune experiment (trial state, results)
                                NAME/train/       one Ray Train run per trial (checkpoints)
-                               NAME/study.json   config, MLflow ids, state (read by status/best/API)
+                               NAME/study.json   config, MLflow ids, state (read by status/best/API);
+                                                 0600 in a 0700 NAME/: it holds the real database URLs
                                optuna.db, mlflow.db, mlartifacts/   SQLite defaults, shared by studies
 """
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from sweep.config import PrefsweepConfig, resolve_storage_path
+from sweep.config import OPTUNA_DB, PrefsweepConfig, resolve_storage_path
+from sweep.redact import write_private
 
 STUDY_FILE = "study.json"
 
@@ -39,6 +41,11 @@ def read_text(path: str) -> str | None:
 
 
 def write_text(path: str, text: str) -> None:
+    """Local files: owner-only (0600 in a 0700 directory) and atomic - study.json holds the
+    study's database URLs (see sweep.redact). Object stores: their own access control."""
+    if "://" not in path:
+        write_private(path, text)
+        return
     fs, inner = filesystem(path)
     fs.create_dir(inner.rsplit("/", 1)[0], recursive=True)
     with fs.open_output_stream(inner) as stream:
@@ -51,7 +58,7 @@ def optuna_url(cfg: PrefsweepConfig) -> str:
     storage = cfg.resolved_storage()
     if "://" in storage:
         raise ValueError("storage.optuna_url: storage.path is a URI, so give a database URL for Optuna")
-    return f"sqlite:///{storage}/optuna.db"
+    return f"sqlite:///{storage}/{OPTUNA_DB}"
 
 
 @dataclass

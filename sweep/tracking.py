@@ -15,7 +15,8 @@ from filelock import FileLock
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from sweep.config import PrefsweepConfig
+from sweep.config import MLFLOW_ARTIFACTS, MLFLOW_DB, PrefsweepConfig
+from sweep.redact import mask, mask_url
 
 PARENT_TAG = "mlflow.parentRunId"
 STUDY_TAG = "prefsweep.study"
@@ -34,7 +35,7 @@ def tracking_uri(cfg: PrefsweepConfig) -> str:
             "(or set MLFLOW_TRACKING_URI); the SQLite default needs a local directory"
         )
     Path(storage).mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{storage}/mlflow.db"
+    return f"sqlite:///{storage}/{MLFLOW_DB}"
 
 
 _migrated: set[str] = set()
@@ -59,7 +60,7 @@ def ensure_experiment(cfg: PrefsweepConfig, uri: str) -> str:
     artifact_location = None
     if uri.startswith("sqlite:///"):
         # Next to the database, not in the working directory (MLflow's ./mlruns default).
-        artifact_location = Path(cfg.resolved_storage(), "mlartifacts").as_uri()
+        artifact_location = Path(cfg.resolved_storage(), MLFLOW_ARTIFACTS).as_uri()
     try:
         return client.create_experiment(cfg.tracking.experiment, artifact_location=artifact_location)
     except Exception:  # another process created it first
@@ -87,7 +88,9 @@ def create_run(uri: str, experiment_id: str, name: str, *, tags: dict[str, str],
 
 
 def log_params(uri: str, run_id: str, params: dict[str, Any]) -> None:
-    items = [Param(k, v) for k, v in flatten(params).items()]
+    # Masked here, where every param write passes: the driver logs whole configs, whose
+    # storage.optuna_url / tracking URI may carry a password.
+    items = [Param(k, v) for k, v in flatten(mask(params)).items()]
     client = client_for(uri)
     for start in range(0, len(items), 100):
         client.log_batch(run_id, params=items[start:start + 100])
@@ -106,7 +109,7 @@ def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
 def set_tags(uri: str, run_id: str, tags: dict[str, Any]) -> None:
     client = client_for(uri)
     for key, value in tags.items():
-        client.set_tag(run_id, key, str(value))
+        client.set_tag(run_id, key, mask_url(str(value)))  # error texts may quote a URL
 
 
 def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int | None = None) -> None:
