@@ -32,6 +32,31 @@ def study_status(name: str, storage: str = "runs") -> dict[str, Any]:
     }
 
 
+ENDED_OPTUNA_STATES = ("COMPLETE", "PRUNED", "FAIL")
+
+
+def study_progress(name: str, storage: str = "runs") -> dict[str, Any]:
+    """{progress: {done, total}, best_value} from the study's Optuna storage: what a list of
+    studies shows. Cheap on every call: the process's one cached storage per URL re-reads only
+    new and unfinished trials. (`study_status` reads Tune's state, which costs a file per trial.)"""
+    from sweep.search_space import total_trials
+    from sweep.stores import optuna_storage
+
+    record = load_record(name, storage)
+    cfg = record.cfg
+    total = total_trials(cfg.sweep)
+    store = optuna_storage(record.optuna_url)
+    try:
+        study_id = store.get_study_id_from_name(name)
+    except KeyError:
+        return {"progress": {"done": 0, "total": total}, "best_value": None}  # no trial asked for yet
+    trials = store.get_all_trials(study_id, deepcopy=False)
+    values = [t.value for t in trials if t.state.name == "COMPLETE" and t.value is not None]
+    best = (max if cfg.sweep.metric.goal == "maximize" else min)(values) if values else None
+    return {"progress": {"done": sum(t.state.name in ENDED_OPTUNA_STATES for t in trials), "total": total},
+            "best_value": best}
+
+
 def best_trial(name: str, storage: str = "runs") -> tuple[StudyRecord, dict[str, Any]]:
     record = load_record(name, storage)
     best = best_row(trial_rows(record), record.cfg)
@@ -56,12 +81,14 @@ def study_trials(name: str, storage: str = "runs", curves: list[str] | None = No
     where Tune knows the trial; `curves` (metric -> [[step, value], ...]) from MLflow."""
     import optuna
 
+    from sweep.stores import optuna_storage
+
     try:
         record = load_record(name, storage)
     except FileNotFoundError:
         return []  # the sweep has not started yet
     try:
-        study = optuna.load_study(study_name=name, storage=record.optuna_url)
+        study = optuna.load_study(study_name=name, storage=optuna_storage(record.optuna_url))
     except KeyError:
         return []
     tune_rows = trial_rows(record)
