@@ -1,5 +1,6 @@
 """The REST service: thin routes over `sweep.service` (the CLI's functions), the studies
 table and Ray Jobs. A study's id is its name (unique per storage; 409 on a duplicate)."""
+import asyncio
 import json
 import logging
 import threading
@@ -11,7 +12,7 @@ from typing import Annotated, Literal
 import yaml
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path as PathParam, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
@@ -26,7 +27,7 @@ from api.settings import Settings
 from sweep import service
 from sweep.config import NAME_PATTERN
 from sweep.configio import ConfigError, dump_yaml, load_untrusted_yaml
-from sweep.redact import private_dir, write_private
+from sweep.redact import mask_url, private_dir, write_private
 from sweep.study import exists as study_exists
 
 log = logging.getLogger("prefsweep.api")
@@ -34,12 +35,13 @@ STATIC = Path(__file__).parent / "static"
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 StudyId = Annotated[str, PathParam(pattern=NAME_PATTERN.pattern, description="Study id (= study name).")]
 RECONCILE_S = 2.0  # unfinished studies are checked with Ray at most this often (per study, and for lists)
+LIST_TTL_S = 1.0  # a page of GET /studies is recomputed at most this often
 SSE_EVENT = {"type": "object", "required": ["data"], "properties": {
     "event": {"type": "string", "enum": ["meta", "message", "done"]}, "data": {"type": "string", "description": "JSON"}}}
 
 
 def _errors(*codes: int) -> dict:
-    text = {400: "Body is not parseable JSON", 401: "Missing or wrong bearer token", 404: "No such study",
+    text = {400: "Body is not parseable (e.g. not UTF-8)", 401: "Missing or wrong bearer token", 404: "No such study",
             409: "Conflict with the study's state", 413: "Body too large", 415: "Unsupported content type",
             429: "Too many running studies", 503: "Ray or a study database is unreachable or busy (Retry-After)"}
     return {c: {"model": schemas.Problem, "description": text[c]} for c in codes}
@@ -100,6 +102,14 @@ def create_app(settings: Settings) -> FastAPI:
                 progress = service.study_progress(study.name, storage_of(study))
             except FileNotFoundError:  # the driver has not written study.json yet
                 progress = {"progress": None, "best_value": None}
+            except Exception as exc:
+                if not errors.store_unavailable(exc):
+                    raise
+                # One study's store out of reach blanks its numbers, not every list: its own
+                # routes (/trials, /best) answer 503 for it.
+                log.warning("study %s: its Optuna store is out of reach: %s", study.name, mask_url(str(exc))[:300])
+                return {**study.as_dict(), "metric": study.config["sweep"]["metric"], "progress": None,
+                        "best_value": None}
             if study.state in FINAL_STATES:
                 if len(ended) > 1000:
                     ended.clear()
@@ -115,12 +125,31 @@ def create_app(settings: Settings) -> FastAPI:
         # Async and without I/O: it answers while every worker thread waits on a busy store.
         return {"status": "ok", "version": app.version, "database": db.engine.url.get_backend_name()}
 
-    @api.get("/studies", response_model=schemas.StudyPage)
-    def list_studies(state: Literal[STATES] | None = None, offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
-                     limit: Annotated[int, Query(ge=1, le=200)] = 50):
+    pages: dict[tuple, tuple[float, bytes]] = {}  # (state, offset, limit) -> (computed at, JSON)
+    page_lock = asyncio.Lock()
+
+    def list_page(state: str | None, offset: int, limit: int) -> bytes:
         reconciled()
         rows, total = db.list(state, offset, limit)
-        return public({"items": [summary(r) for r in rows], "total": total, "offset": offset, "limit": limit})
+        page = public({"items": [summary(r) for r in rows], "total": total, "offset": offset, "limit": limit})
+        return schemas.StudyPage.model_validate(page).model_dump_json().encode()
+
+    @api.get("/studies", response_model=schemas.StudyPage)
+    async def list_studies(state: Literal[STATES] | None = None,
+                           offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+                           limit: Annotated[int, Query(ge=1, le=200)] = 50):
+        # The list is what pages and dashboards poll: a page is computed (off the event loop)
+        # once per LIST_TTL_S however many clients ask, and answered from memory meanwhile;
+        # launch and cancel drop it at once, other processes' changes show within LIST_TTL_S.
+        key = (state, offset, limit)
+        async with page_lock:
+            computed, body = pages.get(key, (float("-inf"), b""))
+            if time.monotonic() - computed >= LIST_TTL_S:
+                body = await run_in_threadpool(list_page, state, offset, limit)
+                if len(pages) > 1000:
+                    pages.clear()
+                pages[key] = (time.monotonic(), body)
+        return Response(body, media_type="application/json")
 
     @api.post("/studies", status_code=201, response_model=schemas.Created,
               responses={**_errors(409, 415, 429), 422: {"model": schemas.ConfigProblems}},
@@ -158,6 +187,7 @@ def create_app(settings: Settings) -> FastAPI:
                 path.unlink(missing_ok=True)
                 raise
             db.update(cfg.name, submission_id=submission)
+            pages.clear()
         return {"id": cfg.name, "name": cfg.name, "state": "pending", "submission_id": submission}
 
     @api.get("/studies/{study_id}", response_model=schemas.StudyDetail, responses=_errors(404))
@@ -209,6 +239,7 @@ def create_app(settings: Settings) -> FastAPI:
                 pass
         db.update(study.id, state="cancelled", error="cancelled through the API")
         service.mark_stopped(study.name, storage_of(study), "cancelled through the API")
+        pages.clear()
         return get_study(study_id)
 
     @api.get("/studies/{study_id}/logs", response_model=schemas.Logs, responses=_errors(404))

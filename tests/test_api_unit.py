@@ -59,6 +59,8 @@ def settings_for(base: Path, **overrides):
 
 @pytest.fixture(scope="module")
 def server(roots):
+    patch = pytest.MonkeyPatch()
+    patch.setattr("api.app.LIST_TTL_S", 0.0)  # these tests write rows behind the service's back
     settings = settings_for(roots)
     app = create_app(settings)
     port = free_port()
@@ -74,6 +76,7 @@ def server(roots):
         yield client
     srv.should_exit = True
     thread.join(10)
+    patch.undo()
 
 
 def demo_config(name: str = "unit", **sections) -> dict:
@@ -342,10 +345,12 @@ def test_unreachable_store_is_503_with_retry_after(server, roots):
     (roots / "runs" / name).mkdir(parents=True)
     (roots / "runs" / name / "study.json").write_text(json.dumps(record))
     server.app_state.db.add(Study(id=name, name=name, config=config, owner="x", state="finished"))
-    for path in (f"/studies/{name}/trials", "/studies?state=finished"):
-        response = server.get(path, headers=AUTH)
-        assert response.status_code == 503 and response.headers["retry-after"] == "1", response.text
-        assert "TOPSECRET" not in response.text
+    response = server.get(f"/studies/{name}/trials", headers=AUTH)
+    assert response.status_code == 503 and response.headers["retry-after"] == "1", response.text
+    assert "TOPSECRET" not in response.text
+    listed = server.get("/studies", params={"state": "finished"}, headers=AUTH)  # the others still list
+    assert listed.status_code == 200 and "TOPSECRET" not in listed.text
+    assert [s["progress"] for s in listed.json()["items"] if s["id"] == name] == [None]
 
 
 def test_service_files_are_owner_only(server, roots):
@@ -355,6 +360,16 @@ def test_service_files_are_owner_only(server, roots):
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
     assert stat.S_IMODE((data_dir / "prefsweep-api.db").stat().st_mode) == 0o600
     assert not (data_dir / "configs").exists() or stat.S_IMODE((data_dir / "configs").stat().st_mode) == 0o700
+
+
+def test_list_pages_are_shared_for_a_moment(server, monkeypatch):
+    """GET /studies is computed once per LIST_TTL_S for everyone who polls it."""
+    monkeypatch.setattr("api.app.LIST_TTL_S", 60.0)
+    before = server.get("/studies", params={"limit": 7}, headers=AUTH).json()
+    server.app_state.db.add(Study(id="late", name="late", config=demo_config("late"), owner="x", state="finished"))
+    assert server.get("/studies", params={"limit": 7}, headers=AUTH).json() == before  # the shared page
+    monkeypatch.setattr("api.app.LIST_TTL_S", 0.0)
+    assert "late" in [s["id"] for s in server.get("/studies", params={"limit": 7}, headers=AUTH).json()["items"]]
 
 
 def test_too_many_running_is_429(roots):
