@@ -12,6 +12,7 @@ Optuna storage (Optuna's cache of finished trials included) for the life of the 
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any
@@ -36,7 +37,14 @@ def pool_kwargs(url: str) -> dict[str, Any]:
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     else:
         kwargs["pool_pre_ping"] = True  # a connection the server closed is replaced, not an error
+    if url.startswith("postgresql"):
+        # pg_stat_activity then says which process holds a connection (the tests count ours).
+        kwargs["connect_args"] = {"application_name": application_name()}
     return kwargs
+
+
+def application_name() -> str:
+    return f"prefsweep-{os.getpid()}"
 
 
 def engine(url: str, **extra: Any):
