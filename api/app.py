@@ -210,11 +210,12 @@ def create_app(settings: Settings) -> FastAPI:
         })
 
     @api.get("/studies/{study_id}/trials", response_model=schemas.Trials, responses=_errors(404))
-    def get_trials(study_id: StudyId, curves: Annotated[list[str] | None, Query(
-            description="Metrics whose per-step curves to include (default: the sweep metric and loss)")] = None):
+    def get_trials(study_id: StudyId, curves: Annotated[list[str], Query(
+            description="Metrics whose per-step curves to include (none given: the sweep metric and loss; "
+                        "`curves=` alone: none)")] = []):
         study = study_or_404(study_id)
         metric = study.config["sweep"]["metric"]
-        wanted = curves if curves is not None else [metric["name"], "loss"]
+        wanted = curves or [metric["name"], "loss"]
         trials = service.study_trials(study.name, storage_of(study), curves=[c for c in wanted if c][:20])
         return public({"study": study.id, "metric": metric, "trials": trials})
 
@@ -259,7 +260,7 @@ def create_app(settings: Settings) -> FastAPI:
         study_or_404(study_id)
         return GenerationParams(**body.model_dump())
 
-    @api.post("/studies/{study_id}/generate", response_model=schemas.Generated, responses=_errors(404, 409))
+    @api.post("/studies/{study_id}/generate", response_model=schemas.Generated, responses=_errors(400, 404, 409))
     def generate(study_id: StudyId, body: Body):
         params = params_of(body, study_id)
         try:
@@ -268,7 +269,7 @@ def create_app(settings: Settings) -> FastAPI:
             raise HTTPException(409, f"no checkpoint to serve yet: {exc}") from None
 
     @api.post("/studies/{study_id}/generate/stream", responses={
-        **_errors(404, 409),
+        **_errors(400, 404, 409),
         200: {"description": "Server-sent events: `event: meta` (data: {trial_id}), then one unnamed event per "
                              "piece of text (data: {text}), then `event: done`.",
               "content": {"text/event-stream": {"schema": SSE_EVENT}}}})

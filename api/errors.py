@@ -55,10 +55,31 @@ def store_unavailable(exc: BaseException) -> bool:
     return False
 
 
+def allowed_methods(app: FastAPI, scope: dict) -> list[str]:
+    """Every method some route of `app` answers on this path. Starlette's own 405 names only
+    the first route that matched the path (GET /studies hid POST /studies)."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches({**scope, "method": "GET"})
+        if match != Match.NONE and getattr(route, "methods", None):
+            methods |= route.methods
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
     import optuna
+    from fastapi.exception_handlers import http_exception_handler
     from mlflow.exceptions import MlflowException
     from sqlalchemy.exc import SQLAlchemyError
+    from starlette.exceptions import HTTPException
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, err: HTTPException):
+        if err.status_code == 405:
+            err.headers = {**(err.headers or {}), "Allow": ", ".join(allowed_methods(app, request.scope))}
+        return await http_exception_handler(request, err)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, err: RequestValidationError):
