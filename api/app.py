@@ -98,18 +98,18 @@ def create_app(settings: Settings) -> FastAPI:
     def summary(study: Study) -> dict:
         progress = ended.get(study.name) if study.state in FINAL_STATES else None
         if progress is None:
+            blank = {"progress": None, "best_value": None}
             try:
                 progress = service.study_progress(study.name, storage_of(study))
             except FileNotFoundError:  # the driver has not written study.json yet
-                progress = {"progress": None, "best_value": None}
+                progress = blank
             except Exception as exc:
                 if not errors.store_unavailable(exc):
                     raise
                 # One study's store out of reach blanks its numbers, not every list: its own
                 # routes (/trials, /best) answer 503 for it.
                 log.warning("study %s: its Optuna store is out of reach: %s", study.name, mask_url(str(exc))[:300])
-                return {**study.as_dict(), "metric": study.config["sweep"]["metric"], "progress": None,
-                        "best_value": None}
+                return {**study.as_dict(), "metric": study.config["sweep"]["metric"], **blank}
             if study.state in FINAL_STATES:
                 if len(ended) > 1000:
                     ended.clear()
