@@ -7,14 +7,18 @@ row is reconciled with its Ray job (see `api.jobs.reconcile`).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, String, Text, create_engine, func, select
+from sqlalchemy import JSON, DateTime, String, Text, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from sweep.config.redact import private_dir
+from sweep.storage import databases as stores
 
 # pending: submitted, Ray job not started; running; finished; failed; cancelled (stopped via
 # the API); interrupted (the Ray job vanished, e.g. the cluster restarted: `prefsweep resume`).
@@ -59,13 +63,15 @@ def _aware(value: Any) -> Any:
 
 class Database:
     def __init__(self, url: str):
-        kwargs: dict[str, Any] = {"json_serializer": lambda v: json.dumps(v, default=str)}
         if url.startswith("sqlite"):
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-        self.engine = create_engine(url, **kwargs)
+                # The rows hold whole configs, database URLs included: owner-only (SQLite gives
+                # its journal and WAL files the database file's mode).
+                private_dir(Path(path).parent)
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        # The process's one engine for this URL, with a bounded pool (sweep.storage.databases).
+        self.engine = stores.engine(url, json_serializer=lambda v: json.dumps(v, default=str))
         Base.metadata.create_all(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from api.db import Database
 from api.settings import Settings
+from sweep.config.redact import private_dir
 from sweep.study.ray_cluster import free_port
 
 log = logging.getLogger("prefsweep.api")
@@ -135,9 +136,19 @@ class RayJobs:
                 self._client = None  # reconnect next time
             raise RayUnavailable(self._explain(exc, None)) from exc
 
-    def entrypoint(self, config_path: Path) -> str:
+    def entrypoint(self, config_path: Path, cwd: Path) -> str:
         command = self.settings.job_command or f"{shlex.quote(sys.executable)} -m sweep"
-        return f"{command} run {shlex.quote(str(config_path))}"
+        return f"cd {shlex.quote(str(cwd))} && {command} run {shlex.quote(str(config_path))}"
+
+    def job_dir(self, study_id: str) -> Path:
+        """The job's working directory: new, empty and the service's alone. A hub id that the
+        path rule let through (nothing of that name under the workdir or the data roots) then
+        has nothing local to resolve to either: `datasets` and `transformers` try a relative
+        name as a directory of the working directory before the hub."""
+        path = self.settings.data_dir / "jobs" / f"{study_id}-{uuid.uuid4().hex[:8]}"
+        private_dir(path.parent)
+        path.mkdir(mode=0o700)
+        return path
 
     def submit(self, study_id: str, config_path: Path, owner: str) -> str:
         submission_id = f"prefsweep-{study_id}-{uuid.uuid4().hex[:8]}"
@@ -145,7 +156,7 @@ class RayJobs:
         if os.environ.get("PATH"):
             env["PATH"] = os.environ["PATH"]
         self._call(lambda c: c.submit_job(
-            entrypoint=self.entrypoint(config_path), submission_id=submission_id,
+            entrypoint=self.entrypoint(config_path, self.job_dir(study_id)), submission_id=submission_id,
             runtime_env={"env_vars": env},
             metadata={"prefsweep.study": study_id, "prefsweep.owner": owner},
         ))

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from api.db import STATES
+from sweep.config.redact import mask
 
 StudyState = Literal[STATES]  # type: ignore[valid-type]
 
@@ -23,6 +24,12 @@ def finite(value: Any) -> Any:
     return value
 
 
+def public(value: Any) -> Any:
+    """What a route may answer: finite numbers, URL passwords masked (configs, MLflow URIs,
+    error texts and log lines carry database URLs)."""
+    return finite(mask(value))
+
+
 class Problem(BaseModel):
     detail: str
 
@@ -31,8 +38,9 @@ class ConfigProblem(BaseModel):
     loc: list[str | int]
     msg: str
     type: str
-    field: str | None = Field(None, description="Dotted config path, as `prefsweep validate` names it "
-                              "(config problems; absent for query-parameter errors).")
+    field: str | None = Field(None, description="What was wrong: a dotted config path, as `prefsweep validate` "
+                              "names it (`train.max_steps`), a body field (`temperature`), a parameter (`limit`) "
+                              "or `(body)`.")
 
 
 class ConfigProblems(BaseModel):
@@ -147,8 +155,8 @@ class Generated(BaseModel):
 
 
 class Health(BaseModel):
+    """Liveness only: no token needed, so nothing here says where Ray or the databases are."""
+
     status: Literal["ok"]
     version: str
-    database: str
-    ray_address: str
-    studies_active: int
+    database: str = Field(description="Backend of the studies table (sqlite, postgresql).")

@@ -1,9 +1,11 @@
 """Who may call what, and what a submitted config may touch.
 
-- Bearer token on mutating routes and generation, compared in constant time.
-- A config's local files (data paths, local model directories) must resolve, symlinks
-  followed, inside the allowed data roots; they are rewritten to absolute paths, since the
-  Ray job runs in another working directory.
+- Bearer token on every route but /healthz, the page and the API docs (one dependency on the
+  API router), compared in constant time.
+- One path rule (`inside_roots`) for every config field that may name something on disk
+  (data files and `save_to_disk` directories, `hf` names and model ids that resolve to a
+  local directory, reference models): it must resolve, symlinks followed, inside the data
+  roots, and is rewritten to its absolute path, since the Ray job runs elsewhere.
 - Where studies write (storage, Optuna and MLflow URLs) is the server's choice, not the
   request's; `trust_remote_code` only where the server allows it.
 """
@@ -18,10 +20,9 @@ from fastapi.security import HTTPBearer
 
 from api.settings import Settings
 from sweep.config.loading import ConfigError, load_config
-from sweep.config.schema import PrefsweepConfig
+from sweep.config.schema import PrefsweepConfig, path_fields
 
 SERVER_KEYS = ("storage.path", "storage.optuna_url", "tracking.mlflow_tracking_uri")
-PATH_KEYS = ("data.train.path", "data.eval.path", "model.name_or_path", "model.ref_name_or_path")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -43,8 +44,10 @@ def token_ok(header: str | None, token: str) -> bool:
 BEARER = HTTPBearer(auto_error=False, description="The service's PREFSWEEP_API_TOKEN.")
 
 
-def require_token(request: Request, _declared=Depends(BEARER)) -> None:
-    """FastAPI dependency: 401 unless `Authorization: Bearer <PREFSWEEP_API_TOKEN>`."""
+async def require_token(request: Request, _declared=Depends(BEARER)) -> None:
+    """FastAPI dependency: 401 unless `Authorization: Bearer <PREFSWEEP_API_TOKEN>`. Async (no
+    I/O in it): a request without the token is answered on the event loop, never queued for a
+    worker thread behind requests that wait on a busy database."""
     settings: Settings = request.app.state.settings
     if not token_ok(request.headers.get("authorization"), settings.api_token or ""):
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token",
@@ -71,31 +74,67 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def inside_roots(path: str, settings: Settings) -> Path:
-    """Absolute, symlink-free path of `path` (relative to workdir); ValueError if it leaves
-    every allowed root."""
+    """THE path rule: may a config touch `path`? Returns its absolute, symlink-free form;
+    ValueError if it leaves every data root. A relative path is tried against the service's
+    workdir, then each data root, never against the job's working directory (which may be
+    anywhere): the first candidate that exists inside a root wins."""
     if "://" in path:
         raise ValueError("remote URIs are not accepted through the API; use a path under the data roots")
     try:
-        candidate = Path(path).expanduser()
-        resolved = (candidate if candidate.is_absolute() else settings.workdir / candidate).resolve()
+        given = Path(path).expanduser()
+        bases = [given] if given.is_absolute() else [settings.workdir / given, *(r / given for r in settings.data_roots)]
+        candidates = [b.resolve() for b in bases]
     except (ValueError, OSError, RuntimeError) as exc:
         raise ValueError(f"not a usable path: {exc}") from None
-    if not any(resolved.is_relative_to(root) for root in settings.data_roots):
+    inside = [c for c in candidates if any(c.is_relative_to(root) for root in settings.data_roots)]
+    existing = [c for c in inside if c.exists()]
+    if existing:
+        return existing[0]
+    if not inside or any(c.exists() for c in candidates):
         roots = ", ".join(str(r) for r in settings.data_roots)
         raise ValueError(f"path is outside the allowed data roots ({roots})")
-    return resolved
+    return inside[0]  # inside, but missing: the caller says so
 
 
-def _local_model(name: str, settings: Settings) -> bool:
-    from sweep.models.loading import _looks_like_path
+def _means_local(value: str, settings: Settings) -> bool:
+    """For fields that take a hub id or a local directory: would the hub libraries read this
+    from disk? Path syntax (sweep.models.loading' test), or a directory of that name next to us -
+    `datasets`/`transformers` try the local directory first, whatever the id looks like."""
+    from sweep.models.loading import looks_like_path
 
-    if name.startswith("builtin:"):
-        return False
+    if looks_like_path(value):
+        return True
     try:
-        exists = (settings.workdir / Path(name).expanduser()).exists()
+        given = Path(value)
+        return any((base / given).exists() for base in (settings.workdir, *settings.data_roots))
     except (ValueError, OSError):
-        exists = True  # unusable as a hub id too: let the path check explain
-    return exists or _looks_like_path(name)
+        return True  # unusable as a hub id too: let the path rule explain
+
+
+def local_sources(cfg: PrefsweepConfig, settings: Settings) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """Every field that may name something on disk (PrefsweepConfig's LocalPath marks: data
+    paths and hub names, model and reference models, and any such field added later), put
+    through the one path rule -> ({dotted key: absolute path to write instead}, problems)."""
+    from sweep.models.builtin import is_builtin
+
+    dumped = cfg.model_dump(mode="json")
+    rewrites: dict[str, str] = {}
+    problems: list[tuple[str, str]] = []
+    for key, marker in path_fields():
+        value = _get(dumped, key)
+        if not isinstance(value, str) or is_builtin(value):
+            continue
+        if marker.hub_ok and not _means_local(value, settings):
+            continue  # a hub id; the job runs in an empty directory, so it cannot turn local there
+        try:
+            resolved = inside_roots(value, settings)
+        except ValueError as exc:
+            problems.append((key, str(exc)))
+            continue
+        if not resolved.exists():
+            problems.append((key, f"no such file or directory: {value}"))
+        rewrites[key] = str(resolved)
+    return rewrites, problems
 
 
 def prepare_config(data: dict[str, Any], overrides: list[str], settings: Settings) -> PrefsweepConfig:
@@ -112,7 +151,7 @@ def prepare_config(data: dict[str, Any], overrides: list[str], settings: Setting
         if given not in (_get(defaults, key), server[key]):
             problems.append((key, "set by the server; leave it out (PREFSWEEP_" +
                              key.split(".")[-1].upper() + " on the server decides)"))
-    guarded = SERVER_KEYS + PATH_KEYS + ("model.trust_remote_code",)
+    guarded = SERVER_KEYS + tuple(key for key, _ in path_fields()) + ("model.trust_remote_code",)
     for key, spec in cfg.sweep.parameters.items():
         if any(g == key or g.startswith(key + ".") for g in guarded):
             if key == "model.trust_remote_code" and (settings.allow_trust_remote_code or not any(spec.edge_values())):
@@ -121,24 +160,10 @@ def prepare_config(data: dict[str, Any], overrides: list[str], settings: Setting
     if cfg.model.trust_remote_code and not settings.allow_trust_remote_code:
         problems.append(("model.trust_remote_code", "not allowed on this server "
                          "(PREFSWEEP_ALLOW_TRUST_REMOTE_CODE=false)"))
-    for key in PATH_KEYS:
-        value = _get(dumped, key)
-        if not isinstance(value, str):
-            continue
-        if key.startswith("model.") and not _local_model(value, settings):
-            continue
-        if value.startswith("builtin:"):  # shipped with prefsweep: no file of the server's is read
-            continue
-        try:
-            resolved = inside_roots(value, settings)
-        except ValueError as exc:
-            problems.append((key, str(exc)))
-            continue
-        if not resolved.exists():
-            problems.append((key, f"no such file or directory: {value}"))
-        _set(dumped, key, str(resolved))
+    rewrites, path_problems = local_sources(cfg, settings)
+    problems += path_problems
     if problems:
         raise ConfigError(problems, "request")
-    for key in SERVER_KEYS:
-        _set(dumped, key, server[key])
+    for key, value in {**server, **rewrites}.items():
+        _set(dumped, key, value)
     return load_config(dumped)

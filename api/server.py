@@ -6,6 +6,7 @@ import sys
 
 from api.security import is_loopback
 from api.settings import Settings, from_env
+from sweep.config.redact import install_log_masking
 
 
 def check_can_serve(host: str, settings: Settings) -> None:
@@ -32,4 +33,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, settings: Settings | None =
     app = create_app(settings)
     print(f"prefsweep: serving http://{host}:{port}/ (API docs at /docs), data in {settings.data_dir}",
           file=sys.stderr, flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=False)
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", proxy_headers=False)  # sets up logging
+    # The access log prints query strings (`set=storage.optuna_url=...`), errors print tracebacks.
+    install_log_masking("uvicorn", "uvicorn.error", "uvicorn.access")
+    uvicorn.Server(config).run()

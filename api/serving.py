@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, create_model
+
 from api.settings import Settings
 
 
@@ -38,6 +40,27 @@ class GenerationParams:
 # Sampling at temperature t divides float32 logits by t; below this they overflow to inf (a
 # float64 2e-309 even becomes 0), while greedy decoding is exactly the t -> 0 limit.
 GREEDY_BELOW = 1e-4
+
+
+class GenerateIn(BaseModel):
+    """The body of generate: strict. Unknown keys, booleans or strings for numbers, NaN and
+    infinities are refused (422), and so is text that is not valid Unicode (a lone surrogate:
+    pydantic's own string check)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    prompt: StrictStr = Field(min_length=1, max_length=2000)
+    max_new_tokens: StrictInt = Field(64, ge=1, le=256)
+    temperature: StrictFloat = Field(0.8, ge=0.0, le=2.0,
+                                     description=f"0 = greedy; under {GREEDY_BELOW:g} greedy too (the limit)")
+    top_p: StrictFloat = Field(0.95, gt=0.0, le=1.0)
+
+    @classmethod
+    def bounded(cls, settings: Settings) -> type[GenerateIn]:
+        """This model with the server's limits (PREFSWEEP_MAX_PROMPT_CHARS, _MAX_NEW_TOKENS)."""
+        return create_model(
+            "GenerateIn", __base__=cls,
+            prompt=(StrictStr, Field(min_length=1, max_length=settings.max_prompt_chars)),
+            max_new_tokens=(StrictInt, Field(64, ge=1, le=settings.max_new_tokens)))
 
 
 class NoCheckpoint(LookupError):

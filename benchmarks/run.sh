@@ -24,8 +24,10 @@ trap 'rm -f "$log"' EXIT
 echo "machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg), $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 "$PY" bench_step.py --model "$model" "${threads[@]}" ${BENCH_CLOCK:+--clock "$BENCH_CLOCK"} 2>&1 | grep -v -e "^\[prefsweep" -e "Loading weights" | tee -a "$log"
 "$PY" bench_sweep.py --model "$model" 2>&1 | grep -v -e "^\[prefsweep" -e "Loading weights" -e "INFO " | tee -a "$log"
+"$PY" bench_api.py 2>&1 | tee -a "$log"
 echo
 echo "## ratios"
 grep -E ": [0-9.]+x$" "$log"
 grep -E "^reference passes in the" "$log"
+grep -E "^GET /studies p99" "$log"
 if [ -n "${BENCH_OUT:-}" ]; then echo "JSON in $BENCH_OUT"; fi

@@ -15,7 +15,8 @@ from filelock import FileLock
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from sweep.config.schema import PrefsweepConfig
+from sweep.config.redact import mask, mask_url
+from sweep.config.schema import MLFLOW_ARTIFACTS, MLFLOW_DB, PrefsweepConfig
 
 # Every tag name the project writes, in one place.
 PARENT_TAG = "mlflow.parentRunId"
@@ -41,20 +42,6 @@ def short_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[-MAX_ERROR:]
 
 
-def display_uri(uri: str) -> str:
-    """A database or tracking URI as it may be shown: any password masked."""
-    if "://" not in uri or "@" not in uri:
-        return uri
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(uri).render_as_string(hide_password=True)
-    except Exception:  # not a SQLAlchemy URL (http://user:pw@host): mask by hand
-        scheme, rest = uri.split("://", 1)
-        credentials, host = rest.rsplit("@", 1)
-        return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
-
-
 def tracking_uri(cfg: PrefsweepConfig) -> str:
     explicit = cfg.tracking.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if explicit:
@@ -66,7 +53,7 @@ def tracking_uri(cfg: PrefsweepConfig) -> str:
             "(or set MLFLOW_TRACKING_URI); the SQLite default needs a local directory"
         )
     Path(storage).mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{storage}/mlflow.db"
+    return f"sqlite:///{storage}/{MLFLOW_DB}"
 
 
 _migrated: set[str] = set()
@@ -91,7 +78,7 @@ def ensure_experiment(cfg: PrefsweepConfig, uri: str) -> str:
     artifact_location = None
     if uri.startswith("sqlite:///"):
         # Next to the database, not in the working directory (MLflow's ./mlruns default).
-        artifact_location = Path(cfg.resolved_storage(), "mlartifacts").as_uri()
+        artifact_location = Path(cfg.resolved_storage(), MLFLOW_ARTIFACTS).as_uri()
     try:
         return client.create_experiment(cfg.tracking.experiment, artifact_location=artifact_location)
     except Exception:  # another process created it first
@@ -119,7 +106,9 @@ def create_run(uri: str, experiment_id: str, name: str, *, tags: dict[str, str],
 
 
 def log_params(uri: str, run_id: str, params: dict[str, Any]) -> None:
-    items = [Param(k, v) for k, v in flatten(params).items()]
+    # Masked here, where every param write passes: the driver logs whole configs, whose
+    # storage.optuna_url / tracking URI may carry a password.
+    items = [Param(k, v) for k, v in flatten(mask(params)).items()]
     client = client_for(uri)
     for start in range(0, len(items), 100):
         client.log_batch(run_id, params=items[start:start + 100])
@@ -138,7 +127,7 @@ def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
 def set_tags(uri: str, run_id: str, tags: dict[str, Any]) -> None:
     client = client_for(uri)
     for key, value in tags.items():
-        client.set_tag(run_id, key, str(value))
+        client.set_tag(run_id, key, mask_url(str(value)))  # error texts may quote a URL
 
 
 def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int | None = None) -> None:

@@ -40,6 +40,13 @@ def roots(tmp_path_factory):
     secret.mkdir()
     (secret / "train.jsonl").write_text("{}\n")
     (data / "escape").symlink_to(secret)  # inside the root by name, outside by target
+    outside = base / "outside"  # relative to the workdir, outside the data roots
+    (outside / "modeldir").mkdir(parents=True)
+    (outside / "modeldir" / "config.json").write_text("{}")
+    (outside / "ds").mkdir()
+    (outside / "ds" / "train.csv").write_text("API_KEY=sk-live-123\n")
+    (data / "hubish" / "pairs").mkdir(parents=True)  # `hf: hubish/pairs` names this, under the root
+    (data / "hubish" / "pairs" / "train.jsonl").write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
     return base
 
 
@@ -52,6 +59,8 @@ def settings_for(base: Path, **overrides):
 
 @pytest.fixture(scope="module")
 def server(roots):
+    patch = pytest.MonkeyPatch()
+    patch.setattr("api.app.LIST_TTL_S", 0.0)  # these tests write rows behind the service's back
     settings = settings_for(roots)
     app = create_app(settings)
     port = free_port()
@@ -67,6 +76,7 @@ def server(roots):
         yield client
     srv.should_exit = True
     thread.join(10)
+    patch.undo()
 
 
 def demo_config(name: str = "unit", **sections) -> dict:
@@ -99,9 +109,10 @@ def test_health_docs_page(server):
                  "/studies/{study_id}/cancel", "/studies/{study_id}/logs", "/studies/{study_id}/generate",
                  "/studies/{study_id}/generate/stream", "/healthz"):
         assert path in paths
-    # the token is a declared bearer scheme (Swagger UI's Authorize button), on the routes that need it
-    assert paths["/studies"]["post"]["security"] == [{"HTTPBearer": []}]
-    assert "security" not in paths["/studies"]["get"]
+    # the token is a declared bearer scheme (Swagger UI's Authorize button), on every route but /healthz
+    operations = [(path, method, op) for path, ops in paths.items() for method, op in ops.items()]
+    assert all(op["security"] == [{"HTTPBearer": []}] for path, _, op in operations if path != "/healthz")
+    assert "security" not in paths["/healthz"]["get"] and len(operations) >= 9
     page = server.get("/")
     assert page.status_code == 200 and "prefsweep" in page.text
     assert server.get("/static/app.js").status_code == 200
@@ -110,7 +121,9 @@ def test_health_docs_page(server):
 
 @pytest.mark.parametrize("method,path", [
     ("POST", "/studies"), ("POST", "/studies/x/cancel"), ("POST", "/studies/x/generate"),
-    ("POST", "/studies/x/generate/stream"), ("GET", "/studies/x/logs"),
+    ("POST", "/studies/x/generate/stream"), ("GET", "/studies/x/logs"), ("GET", "/studies"),
+    ("GET", "/studies/x"), ("GET", "/studies/x/trials"), ("GET", "/studies/x/best"),
+    ("GET", "/studies/bad%0A"),  # the token is checked before the parameters: 401, not 422
 ])
 @pytest.mark.parametrize("header", [None, "Bearer wrong-token", f"Basic {TOKEN}", "Bearer", TOKEN])
 def test_token_required(server, method, path, header):
@@ -125,15 +138,17 @@ def test_token_compare():
     assert not token_ok(f"Bearer {TOKEN}x", TOKEN) and not token_ok(None, TOKEN) and not token_ok("Bearer ", "")
 
 
-def test_read_routes_are_open_and_404(server):
-    assert server.get("/studies").json() == {"items": [], "total": 0, "offset": 0, "limit": 50}
+def test_read_routes_404_and_422(server):
+    assert server.get("/studies", headers=AUTH).json() == {"items": [], "total": 0, "offset": 0, "limit": 50}
     for path in ("/studies/nope", "/studies/nope/trials", "/studies/nope/best"):
-        assert server.get(path).status_code == 404
+        assert server.get(path, headers=AUTH).status_code == 404
     assert server.post("/studies/nope/cancel", headers=AUTH).status_code == 404
-    assert server.get("/studies/a%2F..%2Fb").status_code in (404, 422)
-    assert server.get("/studies?state=bogus").status_code == 422
-    assert server.get("/studies?limit=0").status_code == 422
-    assert server.get("/studies?offset=22243911290915852424052736").status_code == 422  # found by schemathesis
+    assert server.get("/studies/a%2F..%2Fb", headers=AUTH).status_code in (404, 422)
+    assert server.get("/studies/nl%0A", headers=AUTH).status_code == 422  # names are matched whole
+    assert fields(server.get("/studies?state=bogus", headers=AUTH)) == ["state"]
+    assert fields(server.get("/studies?limit=0", headers=AUTH)) == ["limit"]
+    response = server.get("/studies?offset=22243911290915852424052736", headers=AUTH)  # found by schemathesis
+    assert fields(response) == ["offset"]
 
 
 # ------------------------------------------------------------------ config validation
@@ -184,6 +199,34 @@ def test_local_model_outside_roots_refused(server, roots):
     assert fields(response) == ["model.ref_name_or_path"]
 
 
+@pytest.mark.parametrize("key,value", [
+    ("data.train.hf", "/some/dir/outside"), ("data.train.hf", "{base}/outside/ds"), ("data.train.hf", "outside/ds"),
+    ("data.eval.hf", "../outside/ds"), ("data.train.hf", "data/escape"), ("model.name_or_path", "outside/modeldir"),
+    ("model.ref_name_or_path", "outside/modeldir"), ("data.train.path", "outside/ds"),
+])
+def test_every_kind_of_source_goes_through_the_path_rule(server, roots, key, value):
+    cfg, value = demo_config(), value.format(base=roots)
+    if key.startswith("data."):
+        _, split, kind = key.split(".")
+        cfg["data"][split] = {kind: value}  # a data source takes exactly one of path/hf
+    else:
+        cfg["model"][key.split(".")[1]] = value
+    response = server.post("/studies", json=cfg, headers=AUTH)
+    assert fields(response) == [key], response.text
+    assert "outside the allowed data roots" in response.text and "sk-live" not in response.text
+
+
+def test_local_names_are_rewritten_to_absolute_paths_and_hub_ids_kept(roots):
+    from api.security import prepare_config
+
+    settings = settings_for(roots)
+    cfg = prepare_config(demo_config(data={"train": {"hf": "hubish/pairs"}}), [], settings)
+    assert cfg.data.train.hf == str(roots / "data" / "hubish" / "pairs")  # under a data root: local
+    cfg = prepare_config(demo_config(model={"name_or_path": "Org/some-model"}, data={"train": {"hf": "Dahoas/static-hh"}}),
+                         [], settings)
+    assert cfg.model.name_or_path == "Org/some-model" and cfg.data.train.hf == "Dahoas/static-hh"  # hub ids
+
+
 def test_missing_file_inside_roots(server):
     response = server.post("/studies", json=demo_config(data={"eval": {"path": "data/demo/nope.jsonl"}}), headers=AUTH)
     assert fields(response) == ["data.eval.path"] and "no such file" in response.text
@@ -223,7 +266,8 @@ def test_trust_remote_code_when_allowed(roots):
 def test_ray_down_is_503_and_leaves_nothing(server):
     response = server.post("/studies", json=demo_config("nora"), headers=AUTH)
     assert response.status_code == 503 and "Ray" in response.json()["detail"]
-    assert server.get("/studies/nora").status_code == 404  # the name stays free
+    assert server.get("/studies/nora", headers=AUTH).status_code == 404  # the name stays free
+    assert not (Path(server.app_state.settings.configs_dir) / "nora.yaml").exists()
 
 
 def test_duplicate_is_409(server):
@@ -231,10 +275,10 @@ def test_duplicate_is_409(server):
     db.add(Study(id="taken", name="taken", config=demo_config("taken"), owner="x", state="finished"))
     response = server.post("/studies", json=demo_config("taken"), headers=AUTH)
     assert response.status_code == 409
-    listed = server.get("/studies", params={"state": "finished"}).json()
+    listed = server.get("/studies", params={"state": "finished"}, headers=AUTH).json()
     assert [s["id"] for s in listed["items"]] == ["taken"] and listed["items"][0]["best_value"] is None
     assert server.post("/studies/taken/cancel", headers=AUTH).status_code == 409  # already ended
-    assert server.get("/studies/taken/best").status_code == 404
+    assert server.get("/studies/taken/best", headers=AUTH).status_code == 404
     response = server.post("/studies/taken/generate", json={"prompt": "hi"}, headers=AUTH)
     assert response.status_code == 409
 
@@ -243,6 +287,92 @@ def test_generation_limits(server):
     for body in ({"prompt": ""}, {"prompt": "x" * 2001}, {"prompt": "hi", "max_new_tokens": 257},
                  {"prompt": "hi", "temperature": -1}, {"prompt": "hi", "top_p": 0}):
         assert server.post("/studies/taken/generate", json=body, headers=AUTH).status_code == 422, body
+
+
+@pytest.mark.parametrize("raw", [
+    '{"prompt": "hi", "top_p": NaN}', '{"prompt": "hi", "temperature": Infinity}', '{"prompt": "hi", "temperature": -Infinity}',
+    '{"prompt": "hi", "max_new_tokens": NaN}', '{"prompt": "\\ud800"}', '{"prompt": "hi", "temperature": false}',
+    '{"prompt": "hi", "max_new_tokens": true}', '{"prompt": "hi", "max_new_tokens": 1.5}', '{"prompt": "hi", "top_p": "0.9"}',
+    '{"prompt": "hi", "unknown": 1}', '{"prompt": "hi", "\\udc80": NaN}', '{"prompt": ["hi"]}',
+])
+def test_generation_body_is_strict(server, raw):
+    response = server.post("/studies/taken/generate", content=raw, headers={**AUTH, "Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert all(p["field"] and p["msg"] for p in response.json()["detail"])  # named, and never the input echoed
+    assert "NaN" not in response.text and "Infinity" not in response.text
+
+
+def test_json_depth_is_bounded_before_any_parser(server):
+    for depth in (40, 900, 100_000):
+        deep = "[" * depth + "]" * depth
+        for path, body in (("/studies", f'{{"name": {deep}}}'), ("/studies/taken/generate", f'{{"prompt": {deep}}}')):
+            response = server.post(path, content=body, headers={**AUTH, "Content-Type": "application/json"})
+            assert response.status_code == 422 and "deeper than 32" in response.text, (path, depth)
+    strings = '{"prompt": "' + "[" * 1500 + '"}'  # brackets inside strings are text, not nesting
+    assert server.post("/studies/taken/generate", content=strings,
+                       headers={**AUTH, "Content-Type": "application/json"}).status_code == 409
+    big = b'{"prompt": "' + b"x" * (1 << 20) + b'"}'
+    assert server.post("/studies/taken/generate", content=big,
+                       headers={**AUTH, "Content-Type": "application/json"}).status_code == 413
+
+
+def test_yaml_alias_chain_in_set_is_refused_quickly(server):
+    chain = "[&a [1,1,1,1,1,1,1,1,1,1], &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a], &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b], " \
+            "&d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c], &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d], [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]]"
+    started = time.monotonic()
+    response = server.post("/studies", params={"set": f"data.columns={chain}"}, json=demo_config(), headers=AUTH)
+    assert fields(response) == ["data.columns"] and "aliases" in response.text
+    assert time.monotonic() - started < 2
+
+
+def test_responses_mask_passwords_and_health_says_nothing_of_the_infrastructure(server):
+    db: Database = server.app_state.db
+    url = "postgresql+psycopg://prefsweep:TOPSECRET@db:5432/optuna"
+    db.add(Study(id="masked", name="masked", config=demo_config("masked", storage={"optuna_url": url}), owner="x",
+                 state="failed", error=f"OperationalError: cannot reach {url}"))
+    for path in ("/studies/masked", "/studies"):
+        response = server.get(path, headers=AUTH)
+        assert response.status_code == 200 and "TOPSECRET" not in response.text and "prefsweep:***@db" in response.text
+    health = server.get("/healthz").json()
+    assert set(health) == {"status", "version", "database"}
+
+
+def test_unreachable_store_is_503_with_retry_after(server, roots):
+    """A study whose Optuna store refuses connections (here: a Postgres port nobody listens on)."""
+    import json
+
+    name, url = "pgdown", f"postgresql+psycopg://u:TOPSECRET@127.0.0.1:{free_port()}/optuna"
+    config = demo_config(name, storage={"path": str(roots / "runs"), "optuna_url": url})
+    record = {"name": name, "config": config, "tracking_uri": f"sqlite:///{roots}/runs/mlflow.db",
+              "experiment_id": "0", "parent_run_id": "x", "optuna_url": url, "state": "running"}
+    (roots / "runs" / name).mkdir(parents=True)
+    (roots / "runs" / name / "study.json").write_text(json.dumps(record))
+    server.app_state.db.add(Study(id=name, name=name, config=config, owner="x", state="finished"))
+    response = server.get(f"/studies/{name}/trials", headers=AUTH)
+    assert response.status_code == 503 and response.headers["retry-after"] == "1", response.text
+    assert "TOPSECRET" not in response.text
+    listed = server.get("/studies", params={"state": "finished"}, headers=AUTH)  # the others still list
+    assert listed.status_code == 200 and "TOPSECRET" not in listed.text
+    assert [s["progress"] for s in listed.json()["items"] if s["id"] == name] == [None]
+
+
+def test_service_files_are_owner_only(server, roots):
+    import stat
+
+    data_dir = Path(server.app_state.settings.data_dir)
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((data_dir / "prefsweep-api.db").stat().st_mode) == 0o600
+    assert not (data_dir / "configs").exists() or stat.S_IMODE((data_dir / "configs").stat().st_mode) == 0o700
+
+
+def test_list_pages_are_shared_for_a_moment(server, monkeypatch):
+    """GET /studies is computed once per LIST_TTL_S for everyone who polls it."""
+    monkeypatch.setattr("api.app.LIST_TTL_S", 60.0)
+    before = server.get("/studies", params={"limit": 7}, headers=AUTH).json()
+    server.app_state.db.add(Study(id="late", name="late", config=demo_config("late"), owner="x", state="finished"))
+    assert server.get("/studies", params={"limit": 7}, headers=AUTH).json() == before  # the shared page
+    monkeypatch.setattr("api.app.LIST_TTL_S", 0.0)
+    assert "late" in [s["id"] for s in server.get("/studies", params={"limit": 7}, headers=AUTH).json()["items"]]
 
 
 def test_too_many_running_is_429(roots):

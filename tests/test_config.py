@@ -193,3 +193,99 @@ def test_relative_input_paths_resolve_beside_the_config_file(tmp_path, monkeypat
     assert cfg._resolved_paths == [f"data.train.path: data/pairs.jsonl -> {cfg.data.train.path} (beside the config file)"]
     monkeypatch.chdir(folder)  # from the file's own folder nothing changes meaning
     assert load_config(path)._resolved_paths == []
+# ------------------------------------------------------------------ refused before anything is written
+
+def _leaf_fields(model, prefix=""):
+    """(dotted key, annotation) of every scalar field, through nested sections."""
+    from pydantic import BaseModel
+
+    for name, info in model.model_fields.items():
+        args = getattr(info.annotation, "__args__", (info.annotation,))
+        nested = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        if nested:
+            yield from _leaf_fields(nested[0], f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", args
+
+
+def _config_with(dotted: str, value) -> dict:
+    data: dict = {}
+    node = data
+    *parents, last = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    return data
+
+
+def test_every_float_field_refuses_nan_and_infinities():
+    floats = [key for key, args in _leaf_fields(PrefsweepConfig) if float in args]
+    assert {"objective.beta", "objective.gamma", "train.learning_rate", "train.weight_decay", "train.max_grad_norm",
+            "resources.cpus_per_worker", "sweep.early_terminate.reduction_factor", "objective.desirable_weight",
+            "objective.undesirable_weight", "model.lora.dropout", "data.eval_fraction"} <= set(floats)
+    for key in floats:
+        for bad in (float("nan"), float("inf"), float("-inf")):
+            with pytest.raises(ConfigError) as err:
+                load_config(_config_with(key, bad))
+            assert fields(err.value) == [key], (key, bad)
+    for spec_key in ("min", "max", "q"):  # sweep bounds too, named by their parameter
+        spec = {"distribution": "q_uniform", "min": 0.1, "max": 0.5, "q": 0.1, spec_key: float("inf")}
+        with pytest.raises(ConfigError) as err:
+            load_config({"sweep": {"parameters": {"objective.beta": spec}}})
+        assert fields(err.value) == [f"sweep.parameters.objective.beta.{spec_key}"]
+    with pytest.raises(ConfigError) as err:  # a swept value is checked as the field itself
+        load_config({"sweep": {"parameters": {"objective.gamma": {"values": [0.5, float("nan")]}}}})
+    assert fields(err.value) == ["sweep.parameters.objective.gamma"]
+    with pytest.raises(ConfigError) as err:  # YAML's spellings, through --set
+        load_config({}, ["objective.beta=.inf"])
+    assert fields(err.value) == ["objective.beta"]
+
+
+def test_every_int_field_is_bounded():
+    ints = [key for key, args in _leaf_fields(PrefsweepConfig) if int in args and bool not in args]
+    assert {"train.seed", "sweep.seed", "train.max_steps", "sweep.num_trials", "data.max_length"} <= set(ints)
+    for key in ints:
+        with pytest.raises(ConfigError) as err:
+            load_config(_config_with(key, 2**64))
+        assert fields(err.value) == [key], key
+    for key in ("train.seed", "sweep.seed"):
+        for bad in (-1, 2**32):
+            with pytest.raises(ConfigError) as err:
+                load_config(_config_with(key, bad))
+            assert fields(err.value) == [key]
+        assert load_config(_config_with(key, 2**32 - 1))
+
+
+def test_study_names_are_matched_whole_and_never_a_storage_file():
+    for bad in ("nl\n", "a\nb", " x", "x "):
+        with pytest.raises(ConfigError) as err:
+            load_config({"name": bad})
+        assert fields(err.value) == ["name"], repr(bad)
+    for bad in ("optuna.db", "mlflow.db", "MLflow.db", "mlartifacts", "refcache", "optuna.db-journal",
+                "mlflow.db-wal", "mlflow.db.lock"):
+        with pytest.raises(ConfigError, match="storage keeps") as err:
+            load_config({"name": bad})
+        assert fields(err.value) == ["name"]
+    assert load_config({"name": "mlflow.db2"}).name == "mlflow.db2"
+
+
+def test_set_values_refuse_yaml_aliases_and_deep_nesting():
+    chain = "[&a [1,1,1,1,1,1,1,1,1,1], &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a], &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]]"
+    with pytest.raises(ConfigError, match="aliases") as err:
+        parse_override(f"data.columns={chain}")
+    assert fields(err.value) == ["data.columns"]
+    with pytest.raises(ConfigError, match="deeper than 32"):
+        parse_override("data.columns=" + "[" * 40 + "]" * 40)
+    assert parse_override("data.columns={prompt: q}") == ("data.columns", {"prompt": "q"})
+
+
+def test_public_form_masks_database_passwords():
+    cfg = load_config({"storage": {"optuna_url": "postgresql+psycopg://u:s3cret@db:5432/optuna"},
+                       "tracking": {"mlflow_tracking_uri": "http://me:pw@mlflow:5000"}})
+    public = cfg.public()
+    assert public["storage"]["optuna_url"] == "postgresql+psycopg://u:***@db:5432/optuna"
+    assert public["tracking"]["mlflow_tracking_uri"] == "http://me:***@mlflow:5000"
+    assert cfg.storage.optuna_url.endswith("s3cret@db:5432/optuna")  # the run-time value is untouched
+    from sweep.config.loading import dump_yaml
+
+    assert "s3cret" not in dump_yaml(cfg) and "s3cret" in dump_yaml(cfg, secrets=True)

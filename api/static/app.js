@@ -7,8 +7,12 @@ const view = $("#view");
 const tokenInput = $("#token");
 let timer = null;
 
+let needsToken = false;  // the current view was refused (401): draw it again once a token is entered
 tokenInput.value = localStorage.getItem("prefsweep.token") || "";
-tokenInput.addEventListener("change", () => localStorage.setItem("prefsweep.token", tokenInput.value.trim()));
+tokenInput.addEventListener("change", () => {
+  localStorage.setItem("prefsweep.token", tokenInput.value.trim());
+  if (needsToken) route();
+});
 
 function headers(extra) {
   const h = Object.assign({}, extra || {});
@@ -106,7 +110,7 @@ async function showStudy(id) {
     try { $("#logs").textContent = (await api(`/studies/${encodeURIComponent(id)}/logs?lines=300`)).lines.join("\n"); }
     catch (e) { $("#logs").textContent = e.status === 401 ? "Enter the API token above to read logs." : e.message; }
   }
-  try { await refresh(); } catch (e) { view.textContent = ""; view.appendChild(node("p", { class: "error", text: e.message })); return; }
+  try { await refresh(); } catch (e) { failed(e); return; }
   timer = setInterval(() => refresh().catch(() => {}), 4000);
 }
 
@@ -254,13 +258,21 @@ function showLaunch() {
 }
 
 // ---------------------------------------------------------------- router
+function failed(e) {
+  // Every API route needs the token (only the page itself is open): say so instead of "HTTP 401".
+  needsToken = e.status === 401;
+  view.textContent = "";
+  view.appendChild(node("p", { class: "error", text: needsToken ? "Enter the API token at the top right to see the studies." : e.message }));
+}
+
 function route() {
+  needsToken = false;
   if (timer) { clearInterval(timer); timer = null; }
   const hash = location.hash || "#/";
   document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.getAttribute("href") === hash));
   const study = hash.match(/^#\/study\/(.+)$/);
   const run = study ? showStudy(decodeURIComponent(study[1])) : hash === "#/launch" ? showLaunch() : showStudies();
-  Promise.resolve(run).catch((e) => { view.textContent = ""; view.appendChild(node("p", { class: "error", text: e.message })); });
+  Promise.resolve(run).catch(failed);
 }
 window.addEventListener("hashchange", route);
 route();

@@ -69,8 +69,8 @@ def _print_outcome(name: str, storage: str) -> int:
 
 def print_next_steps(name: str, storage: str, status: dict) -> None:
     """What a user does next, with this study's own names, paths and URIs filled in."""
+    from sweep.config.redact import mask_url
     from sweep.storage.files import join
-    from sweep.tracking import display_uri
 
     where = "" if storage == "runs" else f" --storage {storage}"
     serve_env = "" if storage == "runs" else f"PREFSWEEP_STORAGE_PATH={storage} "
@@ -78,9 +78,9 @@ def print_next_steps(name: str, storage: str, status: dict) -> None:
     lines = [
         f"prefsweep best {name}{where} --export {join(storage, name, 'best')}   # the winner as a Hugging Face model",
         f"{serve_env}prefsweep serve   # REST API + web page over this storage (token: PREFSWEEP_API_TOKEN)",
-        f"mlflow ui --backend-store-uri {display_uri(status['mlflow']['tracking_uri'])}   # every trial, "
+        f"mlflow ui --backend-store-uri {mask_url(status['mlflow']['tracking_uri'])}   # every trial, "
         f"side by side (experiment {status['mlflow']['experiment_id']})",
-        f"optuna-dashboard {display_uri(optuna_url)}   # the search: importances, history (study {name})",
+        f"optuna-dashboard {mask_url(optuna_url)}   # the search: importances, history (study {name})",
     ]
     console.print("next:\n" + "\n".join(f"  {line}" for line in lines), highlight=False, soft_wrap=True)
 

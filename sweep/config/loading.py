@@ -12,6 +12,31 @@ from pydantic import ValidationError
 from objectives.registry import get_objective, objective_names
 from sweep.config.schema import PrefsweepConfig
 
+MAX_DEPTH = 32  # nesting of any config value; the schema's deepest key is 5 levels down
+
+
+class UntrustedLoader(yaml.SafeLoader):
+    """YAML from a request or a --set value: no anchors/aliases (297 bytes of aliases expand
+    to a million leaves once copied) and at most MAX_DEPTH levels of nesting."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "YAML aliases are not accepted", self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def load_untrusted_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=UntrustedLoader)  # noqa: S506 - a SafeLoader subclass
+
 
 class ConfigError(ValueError):
     """A config the sweep refuses, with one `field: message` line per problem."""
@@ -43,7 +68,10 @@ def parse_override(item: str) -> tuple[str, Any]:
     key = key.strip()
     if not key:
         raise ConfigError([(item, "empty key")], "--set")
-    return key, yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        return key, load_untrusted_yaml(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError([(key, f"not a YAML value: {str(exc).splitlines()[0]}")], "--set") from None
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any, *, known: PrefsweepConfig | None = None) -> None:
@@ -205,5 +233,7 @@ def _schema_has_path(dotted: str) -> bool:
     return True
 
 
-def dump_yaml(config: PrefsweepConfig) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+def dump_yaml(config: PrefsweepConfig, *, secrets: bool = False) -> str:
+    """The config as YAML, URL passwords masked unless `secrets` (a run-time file the job reads:
+    write it with sweep.config.redact.write_private)."""
+    return yaml.safe_dump(config.model_dump(mode="json") if secrets else config.public(), sort_keys=False)

@@ -5,20 +5,40 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from objectives.registry import get_objective, objective_names
+from sweep.config.redact import mask
+
+# Upper bounds on counts: a value past them is a typo or an attack, and some (2**64 steps, a
+# seed numpy cannot take) would only fail deep inside a running sweep.
+MAX_COUNT = 100_000_000      # steps, evaluations, rows
+MAX_BATCH = 65_536           # examples per batch, micro-batches, workers, LoRA rank
+MAX_TOKENS = 1_048_576       # sequence lengths
+MAX_SEED = 2**32 - 1         # numpy's seed range; torch and Python take it too
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: every float field of every section refuses NaN and +-inf (YAML
+    # .nan/.inf, JSON NaN/Infinity), named by its dotted path like any other bad value.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+class LocalPath:
+    """Field metadata: the value may name something on this machine's disk; `hub_ok`: or a
+    Hugging Face hub id (which the hub libraries also try as a local directory first). The REST
+    service applies its one path rule to every field marked so (see `path_fields`)."""
+
+    def __init__(self, hub_ok: bool):
+        self.hub_ok = hub_ok
 
 
 class LoraConfig(Strict):
-    r: int = Field(8, ge=1, description="LoRA rank.")
-    alpha: int = Field(16, ge=1, description="LoRA scaling numerator (lora_alpha).")
+    r: int = Field(8, ge=1, le=MAX_BATCH, description="LoRA rank.")
+    alpha: int = Field(16, ge=1, le=MAX_BATCH, description="LoRA scaling numerator (lora_alpha).")
     dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA branch.")
     target_modules: list[str] | None = Field(
         None, description="Module names to adapt; null lets PEFT pick the model type's default."
@@ -29,12 +49,12 @@ class LoraConfig(Strict):
 
 
 class ModelConfig(Strict):
-    name_or_path: str = Field(
+    name_or_path: Annotated[str, LocalPath(hub_ok=True)] = Field(
         "builtin:tiny-gpt2",
         description="Hugging Face hub id, local directory in HF layout, or `builtin:tiny-gpt2` "
         "(a small GPT-2 built deterministically on this machine, for offline use).",
     )
-    ref_name_or_path: str | None = Field(
+    ref_name_or_path: Annotated[str | None, LocalPath(hub_ok=True)] = Field(
         None, description="Reference model for KL-regularised objectives; null = same as `name_or_path`."
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
@@ -46,17 +66,20 @@ class ModelConfig(Strict):
 
 
 class DataSource(Strict):
-    path: str | None = Field(
+    path: Annotated[str | None, LocalPath(hub_ok=False)] = Field(
         None,
         description="Local file (.jsonl, .json, .csv, .parquet), a directory written by "
         "`datasets.Dataset.save_to_disk` or in hub layout, or a data set shipped with prefsweep: "
         "`builtin:demo/train`, `builtin:demo/eval`. A relative path in a config file resolves against "
-        "that file's folder when it exists there, else against the working directory.",
+        "that file's folder when it exists there, else against the working directory (through the REST "
+        "service: its workdir, inside its data roots).",
     )
-    hf: str | None = Field(None, description="Hugging Face hub dataset name, e.g. `Dahoas/static-hh`.")
+    hf: Annotated[str | None, LocalPath(hub_ok=True)] = Field(
+        None, description="Hugging Face hub dataset name, e.g. `Dahoas/static-hh` (or a local directory "
+        "in hub layout).")
     split: str = Field("train", description="Split to read from a hub dataset or a DatasetDict.")
     name: str | None = Field(None, description="Hub dataset configuration name.")
-    limit: int | None = Field(None, ge=1, description="Read only the first N rows (quick tries).")
+    limit: int | None = Field(None, ge=1, le=MAX_COUNT, description="Read only the first N rows (quick tries).")
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSource:
@@ -90,9 +113,9 @@ class DataConfig(Strict):
         default_factory=dict,
         description="Rename map from our column names to the file's, e.g. {prompt: question, chosen: good}.",
     )
-    max_length: int = Field(512, ge=8, description="Maximum prompt+completion tokens per sequence.")
+    max_length: int = Field(512, ge=8, le=MAX_TOKENS, description="Maximum prompt+completion tokens per sequence.")
     max_prompt_length: int = Field(
-        256, ge=1, description="Prompts longer than this keep their last tokens (left truncation)."
+        256, ge=1, le=MAX_TOKENS, description="Prompts longer than this keep their last tokens (left truncation)."
     )
     drop_invalid: bool = Field(
         False,
@@ -151,16 +174,16 @@ class ObjectiveConfig(Strict):
 
 class TrainConfig(Strict):
     learning_rate: float = Field(5.0e-5, gt=0.0, description="AdamW peak learning rate.")
-    per_device_batch_size: int = Field(8, ge=1, description="Examples (pairs or rows) per worker per step.")
-    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
-    max_steps: int = Field(200, ge=1, description="Optimizer steps.")
-    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps, then linear decay to 0.")
-    eval_every: int = Field(50, ge=1, description="Evaluate, report and checkpoint every N steps.")
-    seed: int = Field(0, description="Seed for model init of LoRA, data order and dropout.")
+    per_device_batch_size: int = Field(8, ge=1, le=MAX_BATCH, description="Examples (pairs or rows) per worker per step.")
+    gradient_accumulation_steps: int = Field(1, ge=1, le=MAX_BATCH, description="Micro-batches per optimizer step.")
+    max_steps: int = Field(200, ge=1, le=MAX_COUNT, description="Optimizer steps.")
+    warmup_steps: int = Field(0, ge=0, le=MAX_COUNT, description="Linear warm-up steps, then linear decay to 0.")
+    eval_every: int = Field(50, ge=1, le=MAX_COUNT, description="Evaluate, report and checkpoint every N steps.")
+    seed: Seed = Field(0, description="Seed for model init of LoRA, data order and dropout.")
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
     max_grad_norm: float | None = Field(1.0, gt=0.0, description="Gradient clipping; null disables it.")
-    eval_batch_size: int | None = Field(None, ge=1, description="Batch size for evaluation; null = train's.")
-    logging_steps: int = Field(10, ge=1, description="Log training metrics every N steps.")
+    eval_batch_size: int | None = Field(None, ge=1, le=MAX_BATCH, description="Batch size for evaluation; null = train's.")
+    logging_steps: int = Field(10, ge=1, le=MAX_COUNT, description="Log training metrics every N steps.")
     reference_cache: bool = Field(
         True,
         description="Compute the frozen reference model's log-probs of the train and eval rows once per "
@@ -183,9 +206,9 @@ class TrainConfig(Strict):
 
 
 class ResourcesConfig(Strict):
-    num_workers: int = Field(1, ge=1, description="DDP workers per trial.")
+    num_workers: int = Field(1, ge=1, le=MAX_BATCH, description="DDP workers per trial.")
     use_gpu: bool = Field(False, description="One GPU per worker.")
-    cpus_per_worker: float = Field(1, gt=0, description="CPUs reserved per worker.")
+    cpus_per_worker: float = Field(1, gt=0, le=MAX_BATCH, description="CPUs reserved per worker.")
 
 
 class MetricConfig(Strict):
@@ -199,8 +222,8 @@ class MetricConfig(Strict):
 
 class EarlyTerminate(Strict):
     type: Literal["asha"] = Field("asha", description="Early-stopping scheduler (Tune's ASHA).")
-    grace_period: int = Field(1, ge=1, description="Evaluations a trial always gets before it may be stopped.")
-    reduction_factor: float = Field(2, gt=1, description="ASHA keeps 1/reduction_factor of trials per rung.")
+    grace_period: int = Field(1, ge=1, le=MAX_COUNT, description="Evaluations a trial always gets before it may be stopped.")
+    reduction_factor: float = Field(2, gt=1, le=MAX_BATCH, description="ASHA keeps 1/reduction_factor of trials per rung.")
 
 
 Distribution = Literal[
@@ -273,8 +296,9 @@ class SweepConfig(Strict):
         "bayes", description="`bayes`: Optuna TPE; `random`: Optuna random sampler; `grid`: every combination."
     )
     metric: MetricConfig = Field(default_factory=MetricConfig)
-    num_trials: int = Field(8, ge=1, description="Trials to run (for grid: at most this many of its combinations).")
-    max_concurrent_trials: int = Field(1, ge=1, description="Trials running at once.")
+    num_trials: int = Field(8, ge=1, le=MAX_BATCH,
+                            description="Trials to run (for grid: at most this many of its combinations).")
+    max_concurrent_trials: int = Field(1, ge=1, le=MAX_BATCH, description="Trials running at once.")
     early_terminate: EarlyTerminate | None = Field(
         default_factory=EarlyTerminate, description="ASHA early stopping; null disables it."
     )
@@ -282,9 +306,9 @@ class SweepConfig(Strict):
         default_factory=_default_parameters,
         description="Swept parameters keyed by dotted config path, e.g. `train.learning_rate`.",
     )
-    seed: int = Field(0, description="Seed of the search algorithm: same seed, same proposals.")
+    seed: Seed = Field(0, description="Seed of the search algorithm: same seed, same proposals.")
     max_retries: int = Field(
-        2, ge=0, description="Times a trial whose worker died restarts from its last checkpoint."
+        2, ge=0, le=100, description="Times a trial whose worker died restarts from its last checkpoint."
     )
 
 
@@ -306,7 +330,12 @@ class StorageConfig(Strict):
     )
 
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # always fullmatch: `$` also matches before "\n"
+# What storage.path holds besides study directories (sweep.storage.record's layout): a study of one of
+# these names would write its directory over the shared databases.
+OPTUNA_DB, MLFLOW_DB, MLFLOW_ARTIFACTS, REFCACHE = "optuna.db", "mlflow.db", "mlartifacts", "refcache"
+RESERVED_NAMES = frozenset({MLFLOW_ARTIFACTS, REFCACHE, *(db + side for db in (OPTUNA_DB, MLFLOW_DB)
+                                                          for side in ("", "-journal", "-wal", "-shm", ".lock"))})
 
 
 class PrefsweepConfig(Strict):
@@ -326,8 +355,10 @@ class PrefsweepConfig(Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, name: str) -> str:
-        if not NAME_PATTERN.match(name):
+        if not NAME_PATTERN.fullmatch(name):
             raise ValueError("use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        if name.lower() in RESERVED_NAMES:  # lower: case-insensitive file systems (macOS)
+            raise ValueError(f"{name!r} is the name of a file the storage keeps for every study; choose another")
         return name
 
     def objectives_in_play(self) -> list[str]:
@@ -338,6 +369,24 @@ class PrefsweepConfig(Strict):
 
     def resolved_storage(self) -> str:
         return resolve_storage_path(self.storage.path)
+
+    def public(self) -> dict[str, Any]:
+        """The config as JSON data with URL passwords masked: what may be shown, logged or
+        published (MLflow, model cards, checkpoints). Run-time files use model_dump."""
+        return mask(self.model_dump(mode="json"))
+
+
+def path_fields(model: type[BaseModel] = PrefsweepConfig, prefix: str = "") -> list[tuple[str, LocalPath]]:
+    """(dotted key, marker) of every field marked LocalPath, through nested sections."""
+    found = []
+    for name, info in model.model_fields.items():
+        marker = next((m for m in info.metadata if isinstance(m, LocalPath)), None)
+        if marker is not None:
+            found.append((prefix + name, marker))
+        for arg in getattr(info.annotation, "__args__", (info.annotation,)):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                found.extend(path_fields(arg, f"{prefix}{name}."))
+    return found
 
 
 def resolve_storage_path(path: str) -> str:

@@ -27,7 +27,7 @@ def save_checkpoint(directory: Path, model, tokenizer, optimizer, scheduler, cfg
         },
         directory / STATE_FILE,
     )
-    info = {"step": step, "metrics": metrics, "config": cfg.model_dump(mode="json"),
+    info = {"step": step, "metrics": metrics, "config": cfg.public(),
             "adapter": bool(cfg.model.lora)}
     (directory / INFO_FILE).write_text(json.dumps(info, indent=2, default=float))
 

@@ -30,7 +30,7 @@ def resolve_model_path(name_or_path: str) -> str:
     local = Path(name_or_path).expanduser()
     if local.is_dir():
         return str(local.resolve())
-    if _looks_like_path(name_or_path):
+    if looks_like_path(name_or_path):
         raise ModelLoadError(f"model directory {name_or_path!r} does not exist")
     try:
         require_hub("model", name_or_path, cached=model_cached(name_or_path))
@@ -103,7 +103,7 @@ def _torch_dtype(dtype: str, device: Any):
     return getattr(torch, dtype)
 
 
-def _looks_like_path(name: str) -> bool:
+def looks_like_path(name: str) -> bool:
     # Hub ids are "name" or "org/name"; anything else with path syntax was meant as a
     # local directory, and a "not on the hub" error would only mislead.
     return name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1 or "\\" in name

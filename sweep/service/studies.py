@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep.config.loading import config_with
+from sweep.storage.databases import optuna_storage
 from sweep.storage.record import StudyRecord, load_record
 from sweep.study.export import export_checkpoint
 from sweep.study.trials import ENDED_STATES, best_row, join_trials, sort_rows, trial_curves, trial_rows
@@ -40,6 +41,31 @@ class NoUsableTrial(LookupError):
     """A study none of whose trials has both a checkpoint and a value of the sweep metric."""
 
 
+ENDED_OPTUNA_STATES = ("COMPLETE", "PRUNED", "FAIL")
+
+
+def study_progress(name: str, storage: str = "runs") -> dict[str, Any]:
+    """{progress: {done, total}, best_value} from the study's Optuna storage: what a list of
+    studies shows. Cheap on every call: the process's one cached storage per URL re-reads only
+    new and unfinished trials. (`study_status` reads Tune's state, which costs a file per trial.)
+    ASHA-stopped trials are PRUNED there, with their last value: they count, as in `best`."""
+    from sweep.study.search_space import total_trials
+
+    record = load_record(name, storage)
+    cfg = record.cfg
+    total = total_trials(cfg.sweep)
+    store = optuna_storage(record.optuna_url)
+    try:
+        study_id = store.get_study_id_from_name(name)
+    except KeyError:
+        return {"progress": {"done": 0, "total": total}, "best_value": None}  # no trial asked for yet
+    trials = store.get_all_trials(study_id, deepcopy=False)
+    values = [t.value for t in trials if t.state.name in ("COMPLETE", "PRUNED") and t.value is not None]
+    best = (max if cfg.sweep.metric.goal == "maximize" else min)(values) if values else None
+    return {"progress": {"done": sum(t.state.name in ENDED_OPTUNA_STATES for t in trials), "total": total},
+            "best_value": best}
+
+
 def best_trial(name: str, storage: str = "runs") -> tuple[StudyRecord, dict[str, Any]]:
     record = load_record(name, storage)
     best = best_row(trial_rows(record), record.cfg)
@@ -66,7 +92,7 @@ def study_trials(name: str, storage: str = "runs", curves: list[str] | None = No
     except FileNotFoundError:
         return []  # the sweep has not started yet
     try:
-        study = optuna.load_study(study_name=name, storage=record.optuna_url)
+        study = optuna.load_study(study_name=name, storage=optuna_storage(record.optuna_url))
     except KeyError:
         return []
     trials = join_trials(study.get_trials(deepcopy=False), trial_rows(record), record.state)

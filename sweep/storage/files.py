@@ -7,6 +7,8 @@ import uuid
 
 import pyarrow.fs as pafs
 
+from sweep.config.redact import write_private
+
 
 def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *parts])
@@ -33,6 +35,11 @@ def read_text(path: str) -> str | None:
 
 
 def write_bytes(path: str, payload: bytes) -> None:
+    """Local files: owner-only (0600 in 0700 directories): study records hold database URLs
+    (see sweep.config.redact). Object stores: their own access control."""
+    if "://" not in path:
+        write_private(path, payload)
+        return
     fs, inner = filesystem(path)
     parent = inner.rsplit("/", 1)[0]
     fs.create_dir(parent, recursive=True)

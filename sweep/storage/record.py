@@ -2,7 +2,8 @@
 
 Layout under `storage.path`:  NAME/             Tune experiment (trial state, results)
                                NAME/train/       one Ray Train run per trial (checkpoints)
-                               NAME/study.json   config, MLflow ids, state (read by status/best/API)
+                               NAME/study.json   config, MLflow ids, state (read by status/best/API);
+                                                 0600 in a 0700 NAME/: it holds the real database URLs
                                optuna.db, mlflow.db, mlartifacts/   SQLite defaults, shared by studies
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sweep.config.schema import PrefsweepConfig, resolve_storage_path
+from sweep.config.schema import OPTUNA_DB, PrefsweepConfig, resolve_storage_path
 from sweep.storage.files import join, read_text, write_text
 
 STUDY_FILE = "study.json"
@@ -28,7 +29,7 @@ def optuna_url(cfg: PrefsweepConfig) -> str:
     storage = cfg.resolved_storage()
     if "://" in storage:
         raise ValueError("storage.optuna_url: storage.path is a URI, so give a database URL for Optuna")
-    return f"sqlite:///{storage}/optuna.db"
+    return f"sqlite:///{storage}/{OPTUNA_DB}"
 
 
 @dataclass

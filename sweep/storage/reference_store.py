@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from sweep.config.schema import REFCACHE
 from sweep.storage.files import delete_file, join, list_names, read_bytes, write_bytes
 from sweep.storage.fingerprint import CACHE_FORMAT
 
@@ -35,7 +36,7 @@ class CacheInvalid(ValueError):
 
 
 def cache_root(study_dir: str) -> str:
-    return join(study_dir, "refcache")
+    return join(study_dir, REFCACHE)
 
 
 def entry_dir(study_dir: str, key: str) -> str:

@@ -107,7 +107,7 @@ def model_card(cfg: PrefsweepConfig, metrics: dict[str, Any]) -> str:
         "",
         "Full config:",
         "```json",
-        json.dumps(cfg.model_dump(mode="json"), indent=2),
+        json.dumps(cfg.public(), indent=2),
         "```",
         "",
     ]

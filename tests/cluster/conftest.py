@@ -5,7 +5,7 @@ the shared services a cluster needs, all started here and stopped here, even on 
   `ray start --address` (its own CPU and a `node_b` custom resource, so tests can tell the
   nodes apart). The token lives in a 0600 file in the cluster's temp dir and reaches every
   process through RAY_AUTH_MODE=token + RAY_AUTH_TOKEN_PATH, as on a real cluster.
-- Postgres: a throwaway cluster (`initdb` + `pg_ctl`, as the `postgres` user when we are root)
+- Postgres: a throwaway cluster (tests/postgres.py: `initdb` + `pg_ctl`, as the `postgres` user when root)
   on a free port, password auth over TCP, with databases for Optuna, MLflow and the REST
   service. Without Postgres binaries (dev machines) the tier skips; CI installs them
   (scripts/system-packages.sh).
@@ -19,13 +19,10 @@ machine is touched (no machine-wide `ray stop`).
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import os
-import pwd
 import secrets
 import shutil
-import signal
 import subprocess
 import tempfile
 import urllib.request
@@ -33,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from postgres import postgres_server
 from processes import processes_under, stop_processes_under, wait_for
 
 from sweep.study.ray_cluster import free_port
@@ -154,77 +152,8 @@ def ray_cluster():
 
 # ----------------------------------------------------------------------------- Postgres
 
-
-def postgres_bin() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(p.split("/")[4]))
-    if found:
-        return Path(found[-1]).parent
-    which = shutil.which("pg_ctl")
-    return Path(which).parent if which else None
-
-
-@dataclass
-class Postgres:
-    host: str
-    port: int
-    user: str
-    password: str
-
-    def url(self, database: str) -> str:
-        """SQLAlchemy URL with the driver named (psycopg 3, a prefsweep dependency): plain
-        postgresql:// means psycopg2 on SQLAlchemy 2.0 but psycopg on 2.1."""
-        return f"postgresql+psycopg://{self.user}:{self.password}@{self.host}:{self.port}/{database}"
-
-
-@pytest.fixture(scope="package")
-def postgres():
-    bindir = postgres_bin()
-    if bindir is None:
-        pytest.skip("Postgres binaries not found (Debian: apt-get install postgresql; .ci/run installs them "
-                    "through scripts/system-packages.sh)")
-    psycopg = pytest.importorskip("psycopg", reason="psycopg (a prefsweep dependency) drives Postgres URLs")
-
-    as_root = os.geteuid() == 0
-    if as_root:  # postgres refuses to run as root: run it as the `postgres` system user
-        try:
-            account = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no `postgres` user to run Postgres as")
-        prefix = ["runuser", "-u", "postgres", "--"]
-    base = tempfile.mkdtemp(prefix="psp-", dir="/tmp")
-    password = secrets.token_hex(16)
-    pwfile = Path(base, "pw")
-    pwfile.write_text(password + "\n")
-    if as_root:
-        for path in (base, pwfile):
-            os.chown(path, account.pw_uid, account.pw_gid)
-    else:
-        prefix = []
-    data, log, port = Path(base, "data"), Path(base, "log"), free_port()
-
-    def pg(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([*prefix, *args], capture_output=True, text=True, timeout=timeout, cwd=base)
-
-    made = pg(str(bindir / "initdb"), "-D", str(data), "-U", "prefsweep", f"--pwfile={pwfile}",
-              "--auth-host=scram-sha-256", "--auth-local=peer", "-E", "UTF8", "--no-sync")
-    assert made.returncode == 0, made.stdout + made.stderr
-    started = pg(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "90", "-o",
-                 f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
-    try:
-        assert started.returncode == 0, started.stdout + started.stderr + _tail(log)
-        server = Postgres("127.0.0.1", port, "prefsweep", password)
-        with psycopg.connect(host=server.host, port=port, user=server.user, password=password, dbname="postgres",
-                             autocommit=True) as conn:
-            for database in ("optuna", "mlflow", "prefsweep_api"):
-                conn.execute(f"CREATE DATABASE {database}")
-        yield server
-    finally:
-        stopped = pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "-t", "60", "stop")
-        pidfile = data / "postmaster.pid"
-        if stopped.returncode != 0 and pidfile.is_file():  # last resort: the postmaster by its pid
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pidfile.read_text().split()[0]), signal.SIGKILL)
-        shutil.rmtree(base, ignore_errors=True)
+# A throwaway Postgres (tests/postgres.py, shared with the e2e tier's attack tests).
+postgres = pytest.fixture(scope="package")(postgres_server)
 
 
 # ----------------------------------------------------------------------------- MLflow server

@@ -160,7 +160,7 @@ def test_rest_service_sweep_spreads_over_both_nodes(ray_cluster, services, api):
     assert created["id"] == study and created["submission_id"]
 
     def ended():
-        code, detail = http_json(f"{api['url']}/studies/{study}")
+        code, detail = http_json(f"{api['url']}/studies/{study}", token=api["token"])
         assert code == 200, detail
         return detail if detail["state"] not in ("pending", "running") else None
 
@@ -169,10 +169,10 @@ def test_rest_service_sweep_spreads_over_both_nodes(ray_cluster, services, api):
     assert detail["state"] == "finished", (detail, job_logs)
     assert detail["progress"] == {"done": 4, "total": 4}
     assert detail["mlflow"]["tracking_uri"] == services.mlflow
-    code, trials = http_json(f"{api['url']}/studies/{study}/trials")
+    code, trials = http_json(f"{api['url']}/studies/{study}/trials", token=api["token"])
     assert code == 200 and len(trials["trials"]) == 4, trials
     assert all(t["state"] == "finished" for t in trials["trials"]), trials
-    code, best = http_json(f"{api['url']}/studies/{study}/best")
+    code, best = http_json(f"{api['url']}/studies/{study}/best", token=api["token"])
     assert code == 200 and best["value"] is not None and best["checkpoint_path"].startswith(str(services.storage))
 
     runs = trial_runs(services.mlflow, study)

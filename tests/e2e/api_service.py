@@ -44,7 +44,9 @@ class Service:
             **{f"PREFSWEEP_{k.upper()}": v for k, v in settings.items()},
         }
         self.proc: subprocess.Popen | None = None
-        self.client = httpx.Client(base_url=self.url, timeout=120)
+        # Every route but /healthz needs the token: `client` sends it, `anon` does not.
+        self.client = httpx.Client(base_url=self.url, timeout=120, headers=AUTH)
+        self.anon = httpx.Client(base_url=self.url, timeout=120)
 
     def start(self) -> Service:
         log = open(self.base / f"serve-{self.port}.log", "ab")

@@ -10,6 +10,7 @@ import tempfile
 
 import pytest
 from helpers import BIN, REPO
+from postgres import postgres_server
 from processes import stop_processes_under
 
 from sweep.study.ray_cluster import free_port
@@ -56,3 +57,8 @@ def cli(ray_cluster, tmp_path):
 
     run.env = env
     return run
+
+
+# A throwaway Postgres (tests/postgres.py) for the attack tier's connection-exhaustion case;
+# started only by the tests that ask for it.
+postgres = pytest.fixture(scope="session")(postgres_server)

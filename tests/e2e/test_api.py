@@ -56,7 +56,7 @@ def test_cancel_second_mid_run(service, ray_cluster):
         time.sleep(2)
     else:
         raise AssertionError(f"no trial of {SECOND} finished: {trials}\n{service.log_tail()}")
-    assert service.client.post(f"/studies/{SECOND}/cancel").status_code == 401
+    assert service.anon.post(f"/studies/{SECOND}/cancel").status_code == 401
     response = service.client.post(f"/studies/{SECOND}/cancel", headers=AUTH)
     assert response.status_code == 200, response.text
     study = response.json()
@@ -105,7 +105,8 @@ def test_demo_finishes_with_trials_and_best(service):
 
 def test_generate(service):
     body = {"prompt": "User: Can you give me a tip about tea?\nAssistant:", "max_new_tokens": 12, "temperature": 0}
-    assert service.client.post(f"/studies/{DEMO}/generate", json=body).status_code == 401
+    assert service.anon.post(f"/studies/{DEMO}/generate", json=body).status_code == 401
+    assert service.anon.get(f"/studies/{DEMO}").status_code == 401  # reads need it too
     first = service.client.post(f"/studies/{DEMO}/generate", json=body, headers=AUTH)
     assert first.status_code == 200, first.text
     out = first.json()

@@ -58,6 +58,10 @@ def page(tmp_path):
 
 def test_page_study_trials_and_chat(service, page):
     page.goto(service.url + "/")
+    # Every API route needs the token: the page says so, and draws the list once it is entered.
+    assert "API token" in page.locator("p.error").inner_text()
+    page.fill("#token", TOKEN)
+    page.dispatch_event("#token", "change")
     row = page.locator(f"tr[data-study='{DEMO}']")
     row.wait_for()
     assert "finished" in row.inner_text()
@@ -75,6 +79,8 @@ def test_page_study_trials_and_chat(service, page):
     assert page.locator("#parcoords svg polyline").count() == 2
 
     # Without a token the chat explains; with it, the best checkpoint answers.
+    page.fill("#token", "")
+    page.dispatch_event("#token", "change")
     page.fill("#chat-input", "Can you give me a tip about tea?")
     page.click("#chat-send")
     page.locator(".msg-model.failed").wait_for()
