@@ -23,6 +23,7 @@ from api.db import Database
 from api.settings import Settings
 from sweep.config.redact import private_dir
 from sweep.study.ray_cluster import free_port
+from sweep.study.ray_cluster import ray_auth_token as cluster_token
 
 log = logging.getLogger("prefsweep.api")
 
@@ -40,12 +41,7 @@ class JobNotFound(LookupError):
 
 
 def ray_auth_token(settings: Settings) -> str | None:
-    if settings.ray_auth_token:
-        return settings.ray_auth_token.strip()
-    if os.environ.get("RAY_AUTH_TOKEN"):
-        return os.environ["RAY_AUTH_TOKEN"].strip()
-    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
-    return path.read_text().strip() if path.is_file() else None
+    return cluster_token(settings.ray_auth_token)
 
 
 def _reachable(url: str, token: str | None) -> bool:

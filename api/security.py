@@ -19,7 +19,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPBearer
 
 from api.settings import Settings
-from sweep.config.loading import ConfigError, load_config
+from sweep.config.loading import ConfigError, get_dotted, load_config, set_dotted
 from sweep.config.schema import PrefsweepConfig, path_fields
 
 SERVER_KEYS = ("storage.path", "storage.optuna_url", "tracking.mlflow_tracking_uri")
@@ -52,25 +52,6 @@ async def require_token(request: Request, _declared=Depends(BEARER)) -> None:
     if not token_ok(request.headers.get("authorization"), settings.api_token or ""):
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token",
                             headers={"WWW-Authenticate": "Bearer"})
-
-
-def _get(data: dict[str, Any], dotted: str) -> Any:
-    node: Any = data
-    for part in dotted.split("."):
-        if not isinstance(node, dict):
-            return None
-        node = node.get(part)
-    return node
-
-
-def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, last = dotted.split(".")
-    node = data
-    for part in parents:
-        if not isinstance(node.get(part), dict):
-            node[part] = {}
-        node = node[part]
-    node[last] = value
 
 
 def inside_roots(path: str, settings: Settings) -> Path:
@@ -121,7 +102,7 @@ def local_sources(cfg: PrefsweepConfig, settings: Settings) -> tuple[dict[str, s
     rewrites: dict[str, str] = {}
     problems: list[tuple[str, str]] = []
     for key, marker in path_fields():
-        value = _get(dumped, key)
+        value = get_dotted(dumped, key)
         if not isinstance(value, str) or is_builtin(value):
             continue
         if marker.hub_ok and not _means_local(value, settings):
@@ -147,8 +128,8 @@ def prepare_config(data: dict[str, Any], overrides: list[str], settings: Setting
               "tracking.mlflow_tracking_uri": settings.mlflow_tracking_uri}
     problems: list[tuple[str, str]] = []
     for key in SERVER_KEYS:
-        given = _get(dumped, key)
-        if given not in (_get(defaults, key), server[key]):
+        given = get_dotted(dumped, key)
+        if given not in (get_dotted(defaults, key), server[key]):
             problems.append((key, "set by the server; leave it out (PREFSWEEP_" +
                              key.split(".")[-1].upper() + " on the server decides)"))
     guarded = SERVER_KEYS + tuple(key for key, _ in path_fields()) + ("model.trust_remote_code",)
@@ -165,5 +146,5 @@ def prepare_config(data: dict[str, Any], overrides: list[str], settings: Setting
     if problems:
         raise ConfigError(problems, "request")
     for key, value in {**server, **rewrites}.items():
-        _set(dumped, key, value)
+        set_dotted(dumped, key, value)
     return load_config(dumped)

@@ -74,6 +74,16 @@ def parse_override(item: str) -> tuple[str, Any]:
         raise ConfigError([(key, f"not a YAML value: {str(exc).splitlines()[0]}")], "--set") from None
 
 
+def get_dotted(data: dict[str, Any], key: str) -> Any:
+    """The value at `a.b.c` in a nested dict, None where a section is missing."""
+    node: Any = data
+    for part in key.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
 def set_dotted(data: dict[str, Any], key: str, value: Any, *, known: PrefsweepConfig | None = None) -> None:
     """Set `a.b.c` in a nested dict. Under `sweep.parameters` the rest of the key is one
     dotted parameter name (`sweep.parameters.objective.beta.values=[0.1]`)."""

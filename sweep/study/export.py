@@ -10,6 +10,7 @@ from typing import Any
 
 import ray.train
 
+from sweep.config.loading import get_dotted
 from sweep.config.schema import PrefsweepConfig
 from sweep.engine.checkpoints import INFO_FILE, STATE_FILE
 
@@ -54,13 +55,6 @@ def _search_range(spec) -> str:
     return f"{spec.kind} {spec.min:g} .. {spec.max:g}{step}"
 
 
-def _dotted(cfg: PrefsweepConfig, key: str) -> Any:
-    node: Any = cfg.model_dump(mode="json")
-    for part in key.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
-
-
 def model_card(cfg: PrefsweepConfig, metrics: dict[str, Any]) -> str:
     data = [cfg.data.train.describe()] + ([cfg.data.eval.describe()] if cfg.data.eval else [])
     hub_data = [s.hf for s in (cfg.data.train, cfg.data.eval) if s is not None and s.hf]
@@ -75,7 +69,8 @@ def model_card(cfg: PrefsweepConfig, metrics: dict[str, Any]) -> str:
     hp = {**{f"objective.{k}": v for k, v in cfg.objective.model_dump().items()},
           **{f"train.{k}": v for k, v in cfg.train.model_dump().items()}}
     swept = {k: _search_range(s) for k, s in cfg.sweep.parameters.items() if s.kind != "constant"}
-    hp.update({k: _dotted(cfg, k) for k in swept if k not in hp})
+    dumped = cfg.model_dump(mode="json")
+    hp.update({k: get_dotted(dumped, k) for k in swept if k not in hp})
     lines = front + [
         f"# {cfg.name}",
         "",

@@ -10,9 +10,19 @@ from pathlib import Path
 import ray
 
 
-def token_available() -> bool:
+def ray_auth_token(explicit: str | None = None) -> str | None:
+    """The Ray cluster token: `explicit`, else $RAY_AUTH_TOKEN, else the file $RAY_AUTH_TOKEN_PATH
+    or ~/.ray/auth_token (where `ray start` / `ray.init` keep it); None without one."""
+    if explicit:
+        return explicit.strip()
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return os.environ["RAY_AUTH_TOKEN"].strip()
     path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
-    return bool(os.environ.get("RAY_AUTH_TOKEN")) or path.is_file()
+    return path.read_text().strip() if path.is_file() else None
+
+
+def token_available() -> bool:
+    return ray_auth_token() is not None
 
 
 def use_token_auth_if_available() -> None:

@@ -20,9 +20,9 @@ import pytest
 from sweep.config.loading import set_dotted
 
 try:
-    from .api_service import AUTH, TOKEN, WORKDIR, Service, small_config, wait_for_demo_data
+    from .api_service import AUTH, REPO, TOKEN, Service, small_config
 except ImportError:  # tests/e2e is not a package: pytest put it on sys.path
-    from api_service import AUTH, TOKEN, WORKDIR, Service, small_config, wait_for_demo_data
+    from api_service import AUTH, REPO, TOKEN, Service, small_config
 
 pytestmark = pytest.mark.ray
 TINY, LOADED = "tiny-secret", "loaded"
@@ -32,9 +32,8 @@ RESPONSES: list[httpx.Response] = []
 
 @pytest.fixture(scope="module")
 def service(ray_cluster, postgres, tmp_path_factory):
-    wait_for_demo_data()
     base = tmp_path_factory.mktemp("attacks")
-    shutil.copytree(WORKDIR / "data" / "demo", base / "data" / "demo")
+    shutil.copytree(REPO / "sweep" / "data" / "demo", base / "data" / "demo")  # a data root with files in it
     (base / "outside" / "ds").mkdir(parents=True)  # beside the data root, not in it
     (base / "outside" / "ds" / "train.csv").write_text(f"API_KEY={PLANTED}\nprompt,chosen,rejected\n")
     (base / "outside" / "modeldir").mkdir()

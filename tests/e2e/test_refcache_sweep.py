@@ -39,7 +39,7 @@ def test_four_trials_one_reference_pass_same_numbers_as_live(cli, tmp_path):
     write_pairs(tmp_path / "train.jsonl", 48, seed=1)
     write_pairs(tmp_path / "eval.jsonl", 16, seed=2)
     config = {
-        "name": "refcache",
+        "name": "cached",
         "data": {"train": {"path": str(tmp_path / "train.jsonl")}, "eval": {"path": str(tmp_path / "eval.jsonl")},
                  "format": "paired", "max_length": 64, "max_prompt_length": 24},
         "objective": {"name": "dpo", "beta": 0.1},
@@ -55,7 +55,7 @@ def test_four_trials_one_reference_pass_same_numbers_as_live(cli, tmp_path):
     path.write_text(yaml.safe_dump(config))
     cli("run", str(path))
 
-    study = str(storage / "refcache")
+    study = str(storage / "cached")
     assert reference_store.count_passes(study) == 1
     (parent,) = runs_by_kind(storage, "study")
     assert parent.data.tags[tracking.PASSES_TAG] == "1"
