@@ -157,3 +157,17 @@ def test_next_steps_name_this_study_and_mask_passwords(capsys):
     assert "PREFSWEEP_STORAGE_PATH=/abs/runs prefsweep serve" in out
     assert "mlflow ui --backend-store-uri sqlite:////abs/runs/mlflow.db" in out
     assert "optuna-dashboard postgresql+psycopg://sweeper:***@db:5432/optuna" in out and "s3cret" not in out
+
+
+def test_the_trial_table_folds_long_names_instead_of_cutting_them(capsys, monkeypatch):
+    from sweep.cli import output
+
+    monkeypatch.setattr(output, "console", output.Console(width=60, force_terminal=False))
+    status = {"name": "demo", "state": "finished", "progress": {"done": 1, "total": 1},
+              "metric": {"name": "eval/rewards/accuracies"},
+              "trials": [{"trial_id": "a1", "state": "finished", "value": 0.94, "evaluations": 3,
+                          "expected_evaluations": 3, "params": {"train.learning_rate": 8.3e-5,
+                                                                "train.per_device_batch_size": 8}, "error": None}]}
+    output.print_trials(status)
+    out = capsys.readouterr().out
+    assert "…" not in out  # rich's default cut headers to "eval/rew…" on an 80-column console

@@ -39,7 +39,7 @@ def print_trials(status: dict) -> None:
                         f"{status['progress']['done']}/{status['progress']['total']} trials, by {metric}")
     params = sorted({k for t in status["trials"] for k in t["params"]})
     for column in ["trial", "state", metric, "evals", *params]:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # a narrow terminal folds names, never cuts them
     for t in status["trials"]:
         value = "" if t["value"] is None else f"{t['value']:.4g}"
         table.add_row(t["trial_id"], t["state"], value, f"{t['evaluations']}/{t['expected_evaluations']}",
