@@ -150,17 +150,13 @@ def resolve_input_paths(data: dict[str, Any], base: Path) -> list[str]:
     relative to the working directory (a hub id such as `gpt2` is never a file there)."""
     notes = []
     for key in INPUT_PATHS:
-        node, *parents = data, *key.split(".")[:-1]
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        leaf = key.rsplit(".", 1)[1]
-        value = node.get(leaf) if isinstance(node, dict) else None
+        value = get_dotted(data, key)
         if not isinstance(value, str) or ":" in value or Path(value).is_absolute():
             continue
-        candidate = base / value
-        if candidate.exists() and candidate.resolve() != Path(value).resolve():
-            node[leaf] = str(candidate.resolve())
-            notes.append(f"{key}: {value} -> {node[leaf]} (beside the config file)")
+        candidate = (base / value).resolve()
+        if candidate.exists() and candidate != Path(value).resolve():
+            set_dotted(data, key, str(candidate))
+            notes.append(f"{key}: {value} -> {candidate} (beside the config file)")
     return notes
 
 

@@ -11,8 +11,8 @@ import sys
 
 from ray import tune
 
-from sweep.config.loading import config_with
 from sweep.config.schema import PrefsweepConfig
+from sweep.study.trials import trial_config
 
 RESUMED_KEY = "resumed_from_step"  # in a trial's first report after it resumed from a checkpoint
 
@@ -41,10 +41,7 @@ class SweepProgress(tune.Callback):
         stream.flush()
 
     def _max_steps(self, trial) -> int:
-        try:
-            return config_with(self.cfg, trial.config or {}).train.max_steps
-        except ValueError:
-            return self.cfg.train.max_steps
+        return trial_config(self.cfg, trial.config or {}).train.max_steps
 
     def on_trial_start(self, iteration, trials, trial, **info):
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted((trial.config or {}).items()))

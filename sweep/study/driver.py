@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import optuna
-import pyarrow.fs as pafs
 import ray
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
@@ -23,7 +22,7 @@ from sweep.config.loading import config_with
 from sweep.config.schema import PrefsweepConfig
 from sweep.data.loading import load_preference_data
 from sweep.engine.trainer import build_trainer
-from sweep.storage.files import join
+from sweep.storage.files import delete_dir, join
 from sweep.storage.record import StudyRecord, exists, load_record, optuna_url, study_dir
 from sweep.study import reference_cache as refcache
 from sweep.study.closing import summarize_study
@@ -246,9 +245,5 @@ def _forget(cfg: PrefsweepConfig, url: str) -> None:
         optuna.delete_study(study_name=cfg.name, storage=url)
     except KeyError:
         pass
-    from sweep.storage.files import filesystem
-
-    fs, inner = filesystem(study_dir(cfg.resolved_storage(), cfg.name))  # a directory or s3:// gs://
-    if fs.get_file_info(inner).type != pafs.FileType.NotFound:
-        fs.delete_dir(inner)
+    delete_dir(study_dir(cfg.resolved_storage(), cfg.name))  # a directory or s3:// gs://
 

@@ -10,9 +10,10 @@ from typing import Any
 import optuna
 from ray.tune.search.optuna import OptunaSearch
 
-from sweep.config.loading import config_with
 from sweep.config.schema import PrefsweepConfig
+from sweep.storage.databases import optuna_storage
 from sweep.study.search_space import DefineByRun, sampler_for
+from sweep.study.trials import trial_config
 
 TRIAL_ID_ATTR = "prefsweep.trial_id"
 MLFLOW_RUN_ATTR = "prefsweep.mlflow_run_id"
@@ -22,11 +23,7 @@ def stopped_early(cfg: PrefsweepConfig, result: dict[str, Any] | None) -> bool:
     """A last result short of its trial's max_steps: stopped by the scheduler, not finished."""
     if not result or "step" not in result:
         return False
-    try:
-        max_steps = config_with(cfg, result.get("config") or {}).train.max_steps
-    except ValueError:
-        max_steps = cfg.train.max_steps
-    return int(result["step"]) < max_steps
+    return int(result["step"]) < trial_config(cfg, result.get("config") or {}).train.max_steps
 
 
 class StudySearch(OptunaSearch):
@@ -53,15 +50,11 @@ class StudySearch(OptunaSearch):
 def link_trial(storage_url: str, study_name: str, trial_id: str, run_id: str) -> int | None:
     """From inside a trial: record its MLflow run id on its Optuna trial -> that trial's number
     (None when the searcher has not tagged one, e.g. a study created before the links)."""
-    storage = optuna.storages.RDBStorage(storage_url)
-    try:
-        study_id = storage.get_study_id_from_name(study_name)
-        for trial in storage.get_all_trials(study_id, deepcopy=False):
-            if trial.user_attrs.get(TRIAL_ID_ATTR) == trial_id:
-                if not trial.state.is_finished():  # a restarted trial whose Optuna trial already ended
-                    storage.set_trial_user_attr(trial._trial_id, MLFLOW_RUN_ATTR, run_id)
-                return trial.number
-        return None
-    finally:
-        storage.remove_session()
-        storage.engine.dispose()
+    storage = optuna_storage(storage_url)  # bounded, idle connections given back (sweep.storage.databases)
+    study_id = storage.get_study_id_from_name(study_name)
+    for trial in storage.get_all_trials(study_id, deepcopy=False):
+        if trial.user_attrs.get(TRIAL_ID_ATTR) == trial_id:
+            if not trial.state.is_finished():  # a restarted trial whose Optuna trial already ended
+                storage.set_trial_user_attr(trial._trial_id, MLFLOW_RUN_ATTR, run_id)
+            return trial.number
+    return None

@@ -42,7 +42,8 @@ class TrialRow:
         return asdict(self)
 
 
-def _trial_config(cfg: PrefsweepConfig, params: dict[str, Any]) -> PrefsweepConfig:
+def trial_config(cfg: PrefsweepConfig, params: dict[str, Any]) -> PrefsweepConfig:
+    """The study config with a trial's sampled values set (the study's own if they no longer fit)."""
     try:
         return config_with(cfg, params)
     except ValueError:  # params of a config version that no longer validates
@@ -82,7 +83,7 @@ def row_from_trial(trial, cfg: PrefsweepConfig, study_state: str, error: str | N
     """One Tune trial (its id, status, config and last result) as a row of the study."""
     last = trial.last_result or {}
     params = dict(trial.config or {})
-    trial_cfg = _trial_config(cfg, params)
+    trial_cfg = trial_config(cfg, params)
     step = int(last.get("step", 0) or 0)
     state = TUNE_STATES.get(trial.status, "finished")
     # The step reached, not the count of reports, tells a trial ASHA stopped from one that
