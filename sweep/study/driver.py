@@ -19,6 +19,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from objectives.registry import get_objective
 from sweep import tracking
 from sweep.config.loading import config_with
+from sweep.config.redact import mask_url
 from sweep.config.schema import PrefsweepConfig
 from sweep.data.loading import load_preference_data
 from sweep.engine.trainer import build_trainer
@@ -68,7 +69,7 @@ def run_trial(params: dict[str, Any], *, study: dict[str, Any], data: Any) -> No
         try:
             number = link_trial(study["optuna_url"], cfg.name, trial_id, run_id)
         except Exception as exc:  # a link is a convenience: never a reason to fail the trial
-            logger.warning("could not link trial %s to its Optuna trial: %s", trial_id, exc)
+            logger.warning("could not link trial %s to its Optuna trial: %s", trial_id, mask_url(str(exc)))
             number = None
         if number is not None:
             tracking.set_tags(uri, run_id, {tracking.OPTUNA_TRIAL_TAG: number})
