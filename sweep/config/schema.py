@@ -1,5 +1,7 @@
 """The one configuration model. Field descriptions here are the documentation: the CLI
 (`prefsweep validate`), the REST API (OpenAPI schema) and the sweep driver all read this.
+Sections with rules of their own live beside it (`objective.py`, `search.py`); every name is
+importable from here.
 """
 from __future__ import annotations
 
@@ -7,33 +9,18 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
 
-from objectives.registry import get_objective, objective_names
+from sweep.config.fields import MAX_BATCH, MAX_COUNT, MAX_TOKENS, LocalPath, Seed, Strict
+from sweep.config.objective import ObjectiveConfig
 from sweep.config.redact import mask
+from sweep.config.search import EarlyTerminate, MetricConfig, ParameterSpec, SweepConfig
 
-# Upper bounds on counts: a value past them is a typo or an attack, and some (2**64 steps, a
-# seed numpy cannot take) would only fail deep inside a running sweep.
-MAX_COUNT = 100_000_000      # steps, evaluations, rows
-MAX_BATCH = 65_536           # examples per batch, micro-batches, workers, LoRA rank
-MAX_TOKENS = 1_048_576       # sequence lengths
-MAX_SEED = 2**32 - 1         # numpy's seed range; torch and Python take it too
-Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
-
-
-class Strict(BaseModel):
-    # allow_inf_nan=False: every float field of every section refuses NaN and +-inf (YAML
-    # .nan/.inf, JSON NaN/Infinity), named by its dotted path like any other bad value.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
-
-class LocalPath:
-    """Field metadata: the value may name something on this machine's disk; `hub_ok`: or a
-    Hugging Face hub id (which the hub libraries also try as a local directory first). The REST
-    service applies its one path rule to every field marked so (see `path_fields`)."""
-
-    def __init__(self, hub_ok: bool):
-        self.hub_ok = hub_ok
+__all__ = [
+    "DataConfig", "DataSource", "EarlyTerminate", "LocalPath", "LoraConfig", "MetricConfig", "ModelConfig",
+    "ObjectiveConfig", "ParameterSpec", "PrefsweepConfig", "ResourcesConfig", "StorageConfig", "Strict",
+    "SweepConfig", "TrackingConfig", "TrainConfig", "path_fields", "resolve_storage_path",
+]
 
 
 class LoraConfig(Strict):
@@ -138,39 +125,6 @@ class DataConfig(Strict):
         return self
 
 
-class ObjectiveConfig(Strict):
-    name: str = Field("dpo", description="Objective, one of: " + ", ".join(objective_names())
-                      + " (the registry in objectives/ says what each needs and reads).")
-    beta: float = Field(0.1, ge=0.0, description="Strength of the KL / reference regularisation.")
-    alpha: float = Field(
-        0.5, ge=0.0, le=1.0, description="PMPO: weight of accepted rows (1 - alpha on rejected rows)."
-    )
-    label_smoothing: float = Field(
-        0.0, ge=0.0, lt=0.5, description="DPO/robust/SimPO: assumed rate of flipped preference labels."
-    )
-    gamma: float = Field(0.5, description="SimPO: target reward margin (TRL's simpo_gamma).")
-    kl_estimator: Literal["exact", "sample"] = Field(
-        "sample",
-        description="PMPO: `exact` = per-token categorical KL(pi_ref||pi) over the vocabulary (needs a "
-        "live reference model); `sample` = estimate from the sequences' log-prob ratios (works from "
-        "cached reference log-probs).",
-    )
-    desirable_weight: float = Field(1.0, gt=0.0, description="KTO: weight of accepted rows.")
-    undesirable_weight: float = Field(1.0, gt=0.0, description="KTO: weight of rejected rows.")
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, name: str) -> str:
-        if name not in objective_names():
-            raise ValueError(f"unknown objective {name!r}; known: {', '.join(objective_names())}")
-        return name
-
-    @model_validator(mode="after")
-    def _beta_positive(self) -> ObjectiveConfig:
-        if self.beta == 0.0 and not get_objective(self.name).zero_beta_ok:
-            raise ValueError(f"beta must be > 0 for {self.name}")
-        return self
-
 
 class TrainConfig(Strict):
     learning_rate: float = Field(5.0e-5, gt=0.0, description="AdamW peak learning rate.")
@@ -210,106 +164,6 @@ class ResourcesConfig(Strict):
     use_gpu: bool = Field(False, description="One GPU per worker.")
     cpus_per_worker: float = Field(1, gt=0, le=MAX_BATCH, description="CPUs reserved per worker.")
 
-
-class MetricConfig(Strict):
-    name: str = Field("eval/rewards/accuracies", description="Metric the sweep optimises.")
-    goal: Literal["maximize", "minimize"] = Field("maximize", description="Direction of improvement.")
-
-    @property
-    def mode(self) -> str:
-        return "max" if self.goal == "maximize" else "min"
-
-
-class EarlyTerminate(Strict):
-    type: Literal["asha"] = Field("asha", description="Early-stopping scheduler (Tune's ASHA).")
-    grace_period: int = Field(1, ge=1, le=MAX_COUNT, description="Evaluations a trial always gets before it may be stopped.")
-    reduction_factor: float = Field(2, gt=1, le=MAX_BATCH, description="ASHA keeps 1/reduction_factor of trials per rung.")
-
-
-Distribution = Literal[
-    "constant", "categorical", "uniform", "int_uniform", "q_uniform", "log_uniform_values",
-    "q_log_uniform_values",
-]
-
-
-class ParameterSpec(Strict):
-    """One swept parameter, in W&B sweep vocabulary."""
-
-    values: list[Any] | None = Field(None, description="Categorical choices.")
-    value: Any | None = Field(None, description="A constant.")
-    distribution: Distribution | None = Field(
-        None, description="A distribution between `min` and `max`; `log_uniform_values` samples on a log scale."
-    )
-    min: float | None = Field(None, description="Lower bound of the distribution.")
-    max: float | None = Field(None, description="Upper bound of the distribution.")
-    q: float | None = Field(None, gt=0, description="Step for q_ distributions.")
-
-    @model_validator(mode="after")
-    def _shape(self) -> ParameterSpec:
-        kind = self.kind
-        if kind in ("categorical",) and not self.values:
-            raise ValueError("`values` must be a non-empty list")
-        if kind in ("uniform", "int_uniform", "q_uniform", "log_uniform_values", "q_log_uniform_values"):
-            if self.min is None or self.max is None:
-                raise ValueError(f"distribution {kind} needs `min` and `max`")
-            if not self.min < self.max:
-                raise ValueError(f"min ({self.min}) must be < max ({self.max})")
-            if "log" in kind and self.min <= 0:
-                raise ValueError(f"distribution {kind} needs min > 0")
-            if kind.startswith("q_") and self.q is None:
-                raise ValueError(f"distribution {kind} needs `q`")
-        if kind == "constant" and self.value is None:
-            raise ValueError("give `values`, `value` or `distribution`")
-        return self
-
-    @property
-    def kind(self) -> str:
-        if self.distribution is not None:
-            return self.distribution
-        if self.values is not None:
-            return "categorical"
-        return "constant"
-
-    def edge_values(self) -> list[Any]:
-        """Values that must each yield a valid config (checked before any trial starts)."""
-        kind = self.kind
-        if kind == "categorical":
-            return list(self.values or [])
-        if kind == "constant":
-            return [self.value]
-        if kind == "int_uniform":
-            return [int(self.min), int(self.max)]
-        return [self.min, self.max]
-
-
-def _default_parameters() -> dict[str, ParameterSpec]:
-    return {
-        "objective.beta": ParameterSpec(values=[0.01, 0.1, 0.2, 0.5]),
-        "train.learning_rate": ParameterSpec(distribution="log_uniform_values", min=1.0e-6, max=1.0e-3),
-        "train.per_device_batch_size": ParameterSpec(values=[2, 4, 8]),
-        "train.gradient_accumulation_steps": ParameterSpec(values=[1, 2, 4]),
-    }
-
-
-class SweepConfig(Strict):
-    method: Literal["bayes", "random", "grid"] = Field(
-        "bayes", description="`bayes`: Optuna TPE; `random`: Optuna random sampler; `grid`: every combination."
-    )
-    metric: MetricConfig = Field(default_factory=MetricConfig)
-    num_trials: int = Field(8, ge=1, le=MAX_BATCH,
-                            description="Trials to run (for grid: at most this many of its combinations).")
-    max_concurrent_trials: int = Field(1, ge=1, le=MAX_BATCH, description="Trials running at once.")
-    early_terminate: EarlyTerminate | None = Field(
-        default_factory=EarlyTerminate, description="ASHA early stopping; null disables it."
-    )
-    parameters: dict[str, ParameterSpec] = Field(
-        default_factory=_default_parameters,
-        description="Swept parameters keyed by dotted config path, e.g. `train.learning_rate`.",
-    )
-    seed: Seed = Field(0, description="Seed of the search algorithm: same seed, same proposals.")
-    max_retries: int = Field(
-        2, ge=0, le=100, description="Times a trial whose worker died restarts from its last checkpoint."
-    )
 
 
 class TrackingConfig(Strict):
