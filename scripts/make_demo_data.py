@@ -22,57 +22,23 @@ import sys
 from pathlib import Path
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "sweep" / "data" / "demo"
+sys.path.insert(0, str(DEFAULT_OUT.parents[2]))  # the phrases live in the package: run from a checkout
 
-# Single-token words for the builtin tokenizer, so the topic cue is one clean token.
-TOPICS = (
-    "bread", "coffee", "tea", "garden", "guitar", "piano", "running", "swimming", "yoga",
-    "sleep", "budget", "python", "painting", "soup", "tennis", "football", "soccer", "drawing",
-    "music", "travel", "money", "exercise", "science", "history", "math", "grammar", "dog",
-    "cat", "bird", "flower", "weather", "laptop", "email", "recipe", "camera", "movie", "gym",
-    "language", "career", "climate",
+from sweep.data.demo_phrases import (  # noqa: E402 - after the sys.path line
+    DISMISSIVE_EVAL,
+    DISMISSIVE_TRAIN,
+    HELPFUL_EVAL,
+    HELPFUL_TRAIN,
+    POLITE_CLOSERS,
+    POLITE_OPENERS,
+    QUESTIONS_EVAL,
+    QUESTIONS_TRAIN,
+    RUDE_CLOSERS,
+    RUDE_OPENERS,
+    TOPICS,
+    UNHELPFUL_EVAL,
+    UNHELPFUL_TRAIN,
 )
-
-QUESTIONS_TRAIN = (
-    "Can you give me a tip about {t}?",
-    "What should I know about {t}?",
-    "How do I get better at {t}?",
-    "I want to learn about {t}. Where do I start?",
-    "Do you have any advice on {t}?",
-    "What is a good first step with {t}?",
-)
-QUESTIONS_EVAL = (
-    "Any suggestions for {t}?",
-    "Could you help me with {t}, please?",
-    "I'm new to {t}. What would you recommend?",
-)
-
-POLITE_OPENERS = ("Sure!", "Of course!", "Great question!", "Happy to help!", "Absolutely!", "Good question!")
-POLITE_CLOSERS = (
-    "I hope this helps.", "Good luck!", "Let me know if you have more questions.",
-    "Have fun with it!", "Feel free to ask again.",
-)
-RUDE_OPENERS = ("Ugh.", "Whatever.", "Seriously?", "No.", "Meh.", "Go away.")
-RUDE_CLOSERS = ("Stop asking.", "Not my problem.", "Who cares.", "Leave me alone.", "Figure it out yourself.")
-
-HELPFUL_TRAIN = (
-    "With {t}, start small and practice a little every day.",
-    "A good first step in {t} is to learn the basics slowly.",
-    "For {t}, set a simple goal and keep notes on your progress.",
-    "Many people enjoy {t} more when they share it with a friend.",
-)
-HELPFUL_EVAL = ("The best way to improve at {t} is steady, patient practice.",)
-DISMISSIVE_TRAIN = (
-    "{T} is boring and pointless.",
-    "Nobody cares about {t}.",
-    "I do not want to talk about {t}.",
-)
-DISMISSIVE_EVAL = ("{T} is a waste of time.",)
-UNHELPFUL_TRAIN = (
-    "I have no idea about {t}, sorry.",
-    "I am not sure anything can be said about {t}.",
-    "I would rather not say anything about {t}.",
-)
-UNHELPFUL_EVAL = ("Sorry, {t} is not something I know about.",)
 
 # What makes a rejected answer worse than the chosen one, and how often. The first four
 # differ in wording the model can learn word by word; "off_topic" is the chosen answer with

@@ -13,7 +13,7 @@ LAYERS = [
     ("objectives",),
     ("sweep.config",),
     ("sweep.data", "sweep.models", "sweep.storage", "sweep.tracking"),
-    ("sweep.engine",),
+    ("sweep.engine", "sweep.evaluation"),
     ("sweep.study",),
     ("sweep.service",),
     ("sweep.cli", "sweep.__main__", "api"),

@@ -166,7 +166,6 @@ def tokenized_splits(data_cfg: DataConfig, paired: bool, data, tokenizer) -> tup
     """(train, eval) rows as the engine trains on them: pairs for paired objectives, labelled
     rows otherwise. A sweep over objectives loads pairs once; its kto/pmpo trials split them
     into accepted/rejected rows here. `data_cfg` is the config's `data` section."""
-    from sweep.data.loading import unpair
 
     limits = dict(max_length=data_cfg.max_length, max_prompt_length=data_cfg.max_prompt_length)
     if paired:

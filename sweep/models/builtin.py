@@ -1,4 +1,5 @@
-"""Built-in models that need no network: `builtin:tiny-gpt2`.
+"""Built-in models that need no network: `builtin:tiny-gpt2` (random init) and
+`builtin:tiny-gpt2-sft` (the same, briefly fine-tuned on the demo answers: sweep.models.sft_build).
 
 A small GPT-2 with a real byte-level BPE fast tokenizer, built on first use into
 `$PREFSWEEP_CACHE` (default `~/.cache/prefsweep`) in Hugging Face layout, so everything
@@ -27,8 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from sweep.data.sources import builtin_data_path
+from sweep.models.sft_build import SFT_RECIPE, train_sft
+
 BUILTIN_PREFIX = "builtin:"
-BUILTIN_MODELS: tuple[str, ...] = ("tiny-gpt2",)
+BUILTIN_MODELS: tuple[str, ...] = ("tiny-gpt2", "tiny-gpt2-sft")
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
@@ -124,11 +128,34 @@ def is_builtin(name_or_path: str) -> bool:
 def builtin_path(name_or_path: str) -> Path:
     """The HF-layout directory of a built-in model, building it on first use."""
     name = _builtin_name(name_or_path)
-    root = cache_root()
-    target = root / f"{name}-v{RECIPE_VERSION}-{recipe_hash()}"
+    target = cache_root() / builtin_identity(name_or_path)
     if not target.is_dir():
-        _build_atomically(target)
+        if name == "tiny-gpt2":
+            _build_atomically(target, _build_tiny_gpt2)
+        else:  # the SFT model starts from the base: built (or found) first
+            base = builtin_path(BUILTIN_PREFIX + "tiny-gpt2")
+            _build_atomically(target, lambda out: train_sft(base, out, _demo_train_rows()))
     return target
+
+
+def builtin_identity(name_or_path: str) -> str:
+    """`NAME-vVERSION-HASH`: names the cache directory and, in reference-cache keys, the model;
+    changes whenever anything that shapes the weights does."""
+    name = _builtin_name(name_or_path)
+    if name == "tiny-gpt2":
+        return f"{name}-v{RECIPE_VERSION}-{recipe_hash()}"
+    blob = json.dumps({"base": builtin_identity(BUILTIN_PREFIX + "tiny-gpt2"), "sft": SFT_RECIPE,
+                       "data": hashlib.sha256(_demo_train_path().read_bytes()).hexdigest()}, sort_keys=True)
+    return f"{name}-v{RECIPE_VERSION}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def _demo_train_path() -> Path:
+    return builtin_data_path("builtin:demo/train")
+
+
+def _demo_train_rows() -> list[dict]:
+    with _demo_train_path().open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 def cache_root() -> Path:
@@ -162,14 +189,14 @@ def _builtin_name(name_or_path: str) -> str:
     return name
 
 
-def _build_atomically(target: Path) -> None:
+def _build_atomically(target: Path, build) -> None:
     # Ray workers on one node race to build the same model: each builds into its own temp
     # dir and renames it into place. rename() is atomic and fails when the target exists,
     # so the loser discards its copy and readers never see a half-written directory.
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        _build_tiny_gpt2(tmp)
+        build(tmp)
         _make_readable(tmp)
         try:
             os.rename(tmp, target)

@@ -25,10 +25,10 @@ _SAMPLE = 4 << 20
 def model_identity(name_or_path: str) -> str:
     """What a model/tokenizer is, stable across nodes: builtin -> recipe hash; local dir ->
     content hash (no mtimes: each node may hold its own copy); hub id -> cached snapshot commit."""
-    from sweep.models.builtin import RECIPE_VERSION, is_builtin, recipe_hash
+    from sweep.models.builtin import builtin_identity, is_builtin
 
     if is_builtin(name_or_path):
-        return f"{name_or_path}@v{RECIPE_VERSION}-{recipe_hash()}"
+        return f"{name_or_path}@{builtin_identity(name_or_path)}"
     local = Path(name_or_path).expanduser()
     if local.is_dir():
         return f"dir:{_dir_digest(local)}"
