@@ -17,11 +17,11 @@ import yaml
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.db import Database, Study
-from api.jobs import JobNotFound, RayUnavailable, ray_auth_token, reconcile
 from api.security import token_ok
 from api.server import check_can_serve
-from api.settings import from_env
+from sweep.service.index import Database, Study
+from sweep.service.ray_jobs import JobNotFound, RayUnavailable, ray_auth_token, reconcile
+from sweep.service.settings import from_env
 from sweep.study.ray_cluster import free_port
 
 TOKEN = "unit-test-token"
@@ -60,7 +60,7 @@ def settings_for(base: Path, **overrides):
 @pytest.fixture(scope="module")
 def server(roots):
     patch = pytest.MonkeyPatch()
-    patch.setattr("api.app.LIST_TTL_S", 0.0)  # these tests write rows behind the service's back
+    patch.setattr("api.routes.studies.LIST_TTL_S", 0.0)  # these tests write rows behind the service's back
     settings = settings_for(roots)
     app = create_app(settings)
     port = free_port()
@@ -217,7 +217,7 @@ def test_every_kind_of_source_goes_through_the_path_rule(server, roots, key, val
 
 
 def test_local_names_are_rewritten_to_absolute_paths_and_hub_ids_kept(roots):
-    from api.security import prepare_config
+    from sweep.service.submitted import prepare_config
 
     settings = settings_for(roots)
     cfg = prepare_config(demo_config(data={"train": {"hf": "hubish/pairs"}}), [], settings)
@@ -250,7 +250,7 @@ def test_server_owned_settings(server):
 
 
 def test_trust_remote_code_when_allowed(roots):
-    from api.security import prepare_config
+    from sweep.service.submitted import prepare_config
 
     cfg = prepare_config(demo_config(model={"trust_remote_code": True},
                                      data={"train": {"path": "data/demo/train.jsonl"}}), [],
@@ -271,7 +271,7 @@ def test_ray_down_is_503_and_leaves_nothing(server):
 
 
 def test_duplicate_is_409(server):
-    db: Database = server.app_state.db
+    db: Database = server.app_state.registry.index
     db.add(Study(id="taken", name="taken", config=demo_config("taken"), owner="x", state="finished"))
     response = server.post("/studies", json=demo_config("taken"), headers=AUTH)
     assert response.status_code == 409
@@ -326,7 +326,7 @@ def test_yaml_alias_chain_in_set_is_refused_quickly(server):
 
 
 def test_responses_mask_passwords_and_health_says_nothing_of_the_infrastructure(server):
-    db: Database = server.app_state.db
+    db: Database = server.app_state.registry.index
     url = "postgresql+psycopg://prefsweep:TOPSECRET@db:5432/optuna"
     db.add(Study(id="masked", name="masked", config=demo_config("masked", storage={"optuna_url": url}), owner="x",
                  state="failed", error=f"OperationalError: cannot reach {url}"))
@@ -347,7 +347,7 @@ def test_unreachable_store_is_503_with_retry_after(server, roots):
               "experiment_id": "0", "parent_run_id": "x", "optuna_url": url, "state": "running"}
     (roots / "runs" / name).mkdir(parents=True)
     (roots / "runs" / name / "study.json").write_text(json.dumps(record))
-    server.app_state.db.add(Study(id=name, name=name, config=config, owner="x", state="finished"))
+    server.app_state.registry.index.add(Study(id=name, name=name, config=config, owner="x", state="finished"))
     response = server.get(f"/studies/{name}/trials", headers=AUTH)
     assert response.status_code == 503 and response.headers["retry-after"] == "1", response.text
     assert "TOPSECRET" not in response.text
@@ -367,18 +367,18 @@ def test_service_files_are_owner_only(server, roots):
 
 def test_list_pages_are_shared_for_a_moment(server, monkeypatch):
     """GET /studies is computed once per LIST_TTL_S for everyone who polls it."""
-    monkeypatch.setattr("api.app.LIST_TTL_S", 60.0)
+    monkeypatch.setattr("api.routes.studies.LIST_TTL_S", 60.0)
     before = server.get("/studies", params={"limit": 7}, headers=AUTH).json()
-    server.app_state.db.add(Study(id="late", name="late", config=demo_config("late"), owner="x", state="finished"))
+    server.app_state.registry.index.add(Study(id="late", name="late", config=demo_config("late"), owner="x", state="finished"))
     assert server.get("/studies", params={"limit": 7}, headers=AUTH).json() == before  # the shared page
-    monkeypatch.setattr("api.app.LIST_TTL_S", 0.0)
+    monkeypatch.setattr("api.routes.studies.LIST_TTL_S", 0.0)
     assert "late" in [s["id"] for s in server.get("/studies", params={"limit": 7}, headers=AUTH).json()["items"]]
 
 
 def test_too_many_running_is_429(roots):
     settings = settings_for(roots, data_dir=str(roots / "svc429"), max_running_studies=1)
     with TestClient(create_app(settings)) as client:
-        client.app.state.db.add(Study(id="busy", name="busy", config=demo_config("busy"), owner="x",
+        client.app.state.registry.index.add(Study(id="busy", name="busy", config=demo_config("busy"), owner="x",
                                       state="running", submission_id=None))
         response = client.post("/studies", json=demo_config("another"), headers=AUTH)
         assert response.status_code == 429

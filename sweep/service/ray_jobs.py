@@ -19,9 +19,9 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from api.db import Database
-from api.settings import Settings
 from sweep.config.redact import private_dir
+from sweep.service.index import Database
+from sweep.service.settings import Settings
 from sweep.study.ray_cluster import free_port
 from sweep.study.ray_cluster import ray_auth_token as cluster_token
 
