@@ -20,7 +20,7 @@ from api.app import create_app
 from api.security import token_ok
 from api.server import check_can_serve
 from sweep.service.index import Database, Study
-from sweep.service.ray_jobs import JobNotFound, RayUnavailable, ray_auth_token, reconcile
+from sweep.service.ray_jobs import ray_auth_token
 from sweep.service.settings import from_env
 from sweep.study.ray_cluster import free_port
 
@@ -344,10 +344,9 @@ def test_unreachable_store_is_503_with_retry_after(server, roots):
     name, url = "pgdown", f"postgresql+psycopg://u:TOPSECRET@127.0.0.1:{free_port()}/optuna"
     config = demo_config(name, storage={"path": str(roots / "runs"), "optuna_url": url})
     record = {"name": name, "config": config, "tracking_uri": f"sqlite:///{roots}/runs/mlflow.db",
-              "experiment_id": "0", "parent_run_id": "x", "optuna_url": url, "state": "running"}
+              "experiment_id": "0", "parent_run_id": "x", "optuna_url": url, "state": "finished"}
     (roots / "runs" / name).mkdir(parents=True)
-    (roots / "runs" / name / "study.json").write_text(json.dumps(record))
-    server.app_state.registry.index.add(Study(id=name, name=name, config=config, owner="x", state="finished"))
+    (roots / "runs" / name / "study.json").write_text(json.dumps(record))  # the service indexes it by itself
     response = server.get(f"/studies/{name}/trials", headers=AUTH)
     assert response.status_code == 503 and response.headers["retry-after"] == "1", response.text
     assert "TOPSECRET" not in response.text
@@ -382,37 +381,6 @@ def test_too_many_running_is_429(roots):
                                       state="running", submission_id=None))
         response = client.post("/studies", json=demo_config("another"), headers=AUTH)
         assert response.status_code == 429
-
-
-# ------------------------------------------------------------------ reconciliation
-
-class FakeJobs:
-    def __init__(self, statuses):
-        self.statuses = statuses
-
-    def status(self, submission_id):
-        value = self.statuses[submission_id]
-        if isinstance(value, Exception):
-            raise value
-        return value, "message from Ray"
-
-    def logs(self, submission_id):
-        return "line 1\nTraceback: boom\n"
-
-
-def test_reconcile_maps_ray_job_states(tmp_path):
-    db = Database(f"sqlite:///{tmp_path}/s.db")
-    cases = {"a": ("SUCCEEDED", "finished"), "b": ("FAILED", "failed"), "c": ("STOPPED", "cancelled"),
-             "d": ("RUNNING", "running"), "e": (JobNotFound("gone"), "interrupted")}
-    for name in cases:
-        db.add(Study(id=name, name=name, config={}, owner="x", state="pending", submission_id=f"sub-{name}"))
-    reconcile(db, FakeJobs({f"sub-{n}": status for n, (status, _) in cases.items()}))
-    for name, (_, state) in cases.items():
-        assert db.get(name).state == state, name
-    assert "boom" in db.get("b").error and db.get("a").ended_at is not None and db.get("d").started_at
-    db.add(Study(id="f", name="f", config={}, owner="x", state="running", submission_id="sub-f"))
-    reconcile(db, FakeJobs({"sub-d": RayUnavailable("down"), "sub-f": RayUnavailable("down")}))
-    assert db.get("f").state == "running"  # unknown stays as it was
 
 
 # ------------------------------------------------------------------ settings and startup

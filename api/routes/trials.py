@@ -22,7 +22,7 @@ def get_trials(study_id: StudyId, studies: Studies, curves: Annotated[list[str],
     study = studies.get(study_id)
     metric = study.config["sweep"]["metric"]
     wanted = curves or [metric["name"], "loss"]
-    trials = service.study_trials(study.name, studies.storage_of(study), curves=[c for c in wanted if c][:20])
+    trials = service.study_trials(study.name, studies.storage, curves=[c for c in wanted if c][:20])
     return public({"study": study.id, "metric": metric, "trials": trials})
 
 
@@ -30,7 +30,7 @@ def get_trials(study_id: StudyId, studies: Studies, curves: Annotated[list[str],
 def get_best(study_id: StudyId, studies: Studies):
     study = studies.get(study_id)
     try:
-        _, best = service.best_trial(study.name, studies.storage_of(study))
+        _, best = service.best_trial(study.name, studies.storage)
     except (LookupError, FileNotFoundError) as exc:
         raise HTTPException(404, str(exc)) from None
     return public(best)

@@ -1,5 +1,4 @@
-"""Launching studies as Ray jobs (`JobSubmissionClient`) and keeping the studies table in step
-with them.
+"""Studies as Ray jobs (`JobSubmissionClient`): submitting, asking, stopping, reading logs.
 
 Ray 2.59+ clusters started by `ray start`/`ray.init` have token auth on: every Jobs API call
 carries `Authorization: Bearer <token>`, the token read from PREFSWEEP_RAY_AUTH_TOKEN,
@@ -10,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -20,7 +20,6 @@ import uuid
 from pathlib import Path
 
 from sweep.config.redact import private_dir
-from sweep.service.index import Database
 from sweep.service.settings import Settings
 from sweep.study.ray_cluster import free_port
 from sweep.study.ray_cluster import ray_auth_token as cluster_token
@@ -160,43 +159,38 @@ class RayJobs:
 
     def status(self, submission_id: str) -> tuple[str, str | None]:
         info = self._call(lambda c: c.get_job_info(submission_id))
-        return str(getattr(info.status, "value", info.status)), info.message
+        return str(getattr(info.status, "value", info.status)), plain_text(info.message or "") or None
 
     def stop(self, submission_id: str) -> None:
         self._call(lambda c: c.stop_job(submission_id))
 
     def logs(self, submission_id: str) -> str:
-        return self._call(lambda c: c.get_job_logs(submission_id))
+        return plain_text(self._call(lambda c: c.get_job_logs(submission_id)))
+
+    def attached(self) -> bool:
+        """Is there a cluster to ask without starting one: a configured address, one this
+        service already talks to, or a local Ray that answers? (Studies submitted elsewhere
+        with `ray job submit` are no reason to start a local Ray.)"""
+        if self.settings.ray_address or self._client is not None:
+            return True
+        return _reachable(self.address, ray_auth_token(self.settings))
 
 
-def reconcile(db: Database, jobs: RayJobs, study_id: str | None = None) -> None:
-    """Bring unfinished studies in line with their Ray jobs. Ray unreachable: leave them."""
-    studies = db.active() if study_id is None else [s for s in db.active() if s.id == study_id]
-    for study in studies:
-        if not study.submission_id:
-            continue
-        try:
-            status, message = jobs.status(study.submission_id)
-        except JobNotFound:
-            db.update(study.id, state="interrupted",
-                      error="the Ray job is gone (cluster restarted?); `prefsweep resume` continues the study")
-            continue
-        except RayUnavailable as exc:
-            log.warning("reconcile %s: %s", study.id, exc)
-            return
-        state = JOB_STATES.get(status, study.state)
-        if state == study.state:
-            continue
-        error = None
-        if state == "failed":  # Ray's message may carry a long log excerpt: keep its end
-            error = (message or "the Ray job failed")[-1500:] + _log_tail(jobs, study.submission_id)
-        db.update(study.id, state=state, error=error)
-
-
-def _log_tail(jobs: RayJobs, submission_id: str, lines: int = 15) -> str:
+def log_tail(jobs: RayJobs, submission_id: str, lines: int = 15) -> str:
+    """The last lines of a job's log, to quote after a failure ("" if Ray cannot say)."""
     try:
         text = jobs.logs(submission_id)
     except (JobNotFound, RayUnavailable):
         return ""
     tail = [ln for ln in text.splitlines() if ln.strip()][-lines:]
     return ("\n" + "\n".join(tail))[-3000:] if tail else ""
+
+
+# Terminal control sequences: CSI (colours, cursor moves), OSC (titles, links), and the
+# two-byte escapes. Ray prefixes worker lines with coloured "(pid=...)" tags.
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+
+
+def plain_text(text: str) -> str:
+    """Log text without terminal escapes, as a page or an error message shows it."""
+    return _ANSI.sub("", text)

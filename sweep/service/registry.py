@@ -1,25 +1,48 @@
-"""The service's studies: its index (sweep.service.index) kept in step with Ray jobs, and
-launching and cancelling studies as Ray jobs. What the REST routes read and change; the
-routes only translate to HTTP (sweep.service errors -> statuses in api.errors)."""
+"""One registry of studies: every study under the service's storage, however it was started
+(the REST API, `prefsweep run`, `ray job submit`, a resume), with who started it (`owner`).
+
+The study record (`NAME/study.json`, written by the driver) is the source; the service's index
+(sweep.service.index) is what it lists, filters and pages, kept in step with
+- the records (`sync`): the ones whose file changed since the last look, at most every SYNC_S
+  (and a study asked for by name at once), so a study appears without a restart;
+- the drivers' liveness (sweep.study.liveness): a `running` record whose driver is gone is
+  `interrupted`;
+- Ray (`reconcile`): pending and running studies that run as Ray jobs, at most every RECONCILE_S.
+`indexed_state` is the rule that joins them. The routes read and act through `Registry`; its
+errors say what went wrong, api.errors which HTTP status that is.
+"""
 from __future__ import annotations
 
 import logging
+import math
+import re
 import threading
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 from sweep.config.loading import dump_yaml
 from sweep.config.redact import mask_url, private_dir, write_private
+from sweep.config.schema import NAME_PATTERN
 from sweep.service import studies as service
-from sweep.service.index import FINAL_STATES, Database, Study
-from sweep.service.ray_jobs import JobNotFound, RayJobs, reconcile
+from sweep.service.index import FINAL_STATES, Database, Study, aware
+from sweep.service.ray_jobs import JOB_STATES, JobNotFound, RayJobs, RayUnavailable, log_tail
 from sweep.service.settings import Settings
 from sweep.service.submitted import parse_config_body, prepare_config
 from sweep.storage.databases import store_unavailable
+from sweep.storage.files import file_stamps, join, list_names
+from sweep.storage.record import STUDY_FILE, StudyRecord, load_record
 from sweep.storage.record import exists as study_exists
+from sweep.study.liveness import record_state
 
 log = logging.getLogger("prefsweep.api")
-RECONCILE_S = 2.0  # unfinished studies are checked with Ray at most this often (per study, and for lists)
+SYNC_S = 2.0  # records under storage are looked at at most this often (per study, and for lists)
+RECONCILE_S = 2.0  # unfinished Ray-job studies are checked with Ray at most this often
+RECORD_STATES = ("running", "finished", "failed", "interrupted")
+RACY_S = 2.0
+SUBMISSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+GONE = "GONE"  # the Ray job's cluster does not know it (restarted, or another cluster)
+Job = tuple[str, str | None]  # (Ray job status, message) of a study's current run
 
 
 class NoSuchStudy(LookupError):
@@ -27,7 +50,7 @@ class NoSuchStudy(LookupError):
 
 
 class StudyConflict(RuntimeError):
-    """The request does not fit the study's state (it exists, it ended, ...)."""
+    """The request does not fit the study's state (it exists, it ended, it is not a Ray job)."""
 
 
 class TooManyStudies(RuntimeError):
@@ -38,55 +61,221 @@ class NoJobLog(LookupError):
     pass
 
 
+def record_problems(record: StudyRecord, name: str) -> list[str]:
+    """Why a record under storage may not be indexed (it is a file anyone with the storage can
+    write): the same rules as every other input of the service."""
+    problems = []
+    if record.name != name:
+        problems.append(f"name {record.name!r} is not its directory's")
+    if record.state not in RECORD_STATES:
+        problems.append(f"state must be one of {', '.join(RECORD_STATES)}")
+    if record.owner is not None and not (isinstance(record.owner, str) and NAME_PATTERN.fullmatch(record.owner)):
+        problems.append(f"owner must match {NAME_PATTERN.pattern}")
+    if record.submission_id is not None and not (isinstance(record.submission_id, str)
+                                                 and SUBMISSION_ID.fullmatch(record.submission_id)):
+        problems.append(f"submission_id must match {SUBMISSION_ID.pattern}")
+    if not all(isinstance(t, (int, float)) and math.isfinite(t) for t in (record.created, record.updated)):
+        problems.append("created and updated must be finite times")
+    if not isinstance(record.error, (str, type(None))) or not isinstance(record.driver, (dict, type(None))):
+        problems.append("error must be text and driver a mapping")
+    try:
+        record.cfg  # noqa: B018 - validates the config
+    except Exception as exc:
+        problems.append(f"config: {str(exc).splitlines()[0]}")
+    return problems
+
+
+def run_started(record: StudyRecord) -> float:
+    """When the driver of the record's current run started (a resume is a new run)."""
+    return float((record.driver or {}).get("started") or record.created)
+
+
+def indexed_state(record: StudyRecord, row: Study | None, job: Job | None,
+                  now: float | None = None) -> tuple[str, str | None] | None:
+    """(state, error) the index should hold for a study with this record, or None to keep its
+    row as it is. `job`: what Ray last said of the run's Ray job (None: not a job, or not asked)."""
+    if row is not None and row.state in FINAL_STATES and row.ended_at is not None:
+        ended = aware(row.ended_at).timestamp()
+        if ended >= record.updated:
+            return None  # nothing new from the driver since the row ended
+        if row.state == "cancelled" and ended >= run_started(record):
+            return None  # what the cancelled run wrote as it stopped
+    if record.state != "running":
+        return record.state, record.error
+    if job is not None and job[0] != GONE:
+        state = JOB_STATES.get(job[0], "running")
+        return state, (job[1] if state in ("failed", "cancelled") else None)
+    return record_state(record, now)  # its heartbeat (a job unknown to this service's Ray included)
+
+
+def job_state(row: Study, job: Job) -> tuple[str, str | None] | None:
+    """(state, error) of a study launched here whose driver has written no record (yet)."""
+    status, message = job
+    if status == GONE:
+        return "interrupted", "the Ray job is gone (cluster restarted?); `prefsweep resume` continues the study"
+    state = JOB_STATES.get(status, row.state)
+    return None if state == row.state else (state, message if state in ("failed", "cancelled") else None)
+
+
+def _utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, timezone.utc)
+
+
+def _ended_at(state: str, record: StudyRecord, row: Study | None) -> datetime:
+    """When a study ended: its record's last save when the record says so, else when the
+    service first saw it end (its driver or Ray job gone)."""
+    if state == record.state:
+        return _utc(record.updated)
+    if row is not None and row.state in FINAL_STATES and row.ended_at is not None:
+        return aware(row.ended_at)
+    return datetime.now(timezone.utc)
+
+
 class Registry:
     def __init__(self, settings: Settings):
         private_dir(settings.data_dir)  # the token, the database, submitted configs, exports
         self.settings = settings
         self.index = Database(settings.database_url)
         self.jobs = RayJobs(settings)
-        self.version = 0  # goes up whenever a launch or cancel changes what lists show
+        self.version = 0  # goes up whenever the index changes, so cached lists are stale at once
         self._launching = threading.Lock()
-        self._checked: dict[str | None, float] = {}  # study id (None: all) -> when last reconciled
-        self._ended: dict[str, dict] = {}  # name -> progress of an ended study: it no longer changes
-
-    def start(self) -> None:
-        """Studies that ended (or vanished) while the service was down."""
-        try:
-            reconcile(self.index, self.jobs)
-        except Exception as exc:  # never refuse to start over Ray
-            log.warning("startup reconcile failed: %s", exc)
-
-    # ------------------------------------------------------------------ reading
-
-    def reconciled(self, study_id: str | None = None) -> None:
-        """Unfinished studies in line with their Ray jobs, at most every RECONCILE_S: a Ray
-        call per active study on every read would pass the API's read load on to Ray."""
-        now = time.monotonic()
-        if now - self._checked.get(study_id, float("-inf")) >= RECONCILE_S:
-            self._checked[study_id] = now
-            reconcile(self.index, self.jobs, study_id)
-
-    def get(self, study_id: str) -> Study:
-        self.reconciled(study_id)
-        study = self.index.get(study_id)
-        if study is None:
-            raise NoSuchStudy(f"no study {study_id!r}")
-        return study
+        self._syncing = threading.Lock()
+        self._records: dict[str, tuple[tuple, StudyRecord]] = {}  # name -> (file stamp, record) as last read
+        self._jobs: dict[str, tuple[str, Job]] = {}  # name -> (submission id, what Ray last said of it)
+        self._looked: dict[str | None, float] = {}  # sync: study (None: all) -> when last done
+        self._checked: dict[str | None, float] = {}  # reconcile: the same
+        self._ended: dict[tuple, dict] = {}  # (name, ended_at) -> progress of an ended study
 
     @property
     def storage(self) -> str:
         return self.settings.storage_path
 
-    def storage_of(self, study: Study) -> str:
-        return study.config.get("storage", {}).get("path", self.storage)
+    def start(self) -> None:
+        """Index what is under storage and what ended while the service was down."""
+        for step in (self.sync, self.reconcile):
+            try:
+                step()
+            except Exception as exc:  # never refuse to start over storage or Ray
+                log.warning("startup %s failed: %s", step.__name__, mask_url(str(exc))[:500])
+
+    # ------------------------------------------------------------------ keeping the index
+
+    @staticmethod
+    def _due(last: dict, key: str | None, every: float) -> bool:
+        now = time.monotonic()
+        if now - last.get(key, float("-inf")) < every:
+            return False
+        last[key] = now
+        return True
+
+    def sync(self, name: str | None = None, *, force: bool = False) -> None:
+        """Records under storage -> index (all of them, or the study `name`)."""
+        if not (self._due(self._looked, name, SYNC_S) or force):
+            return
+        with self._syncing:
+            names = [name] if name else [n for n in list_names(self.storage) if NAME_PATTERN.fullmatch(n)]
+            stamps = file_stamps([join(self.storage, n, STUDY_FILE) for n in names])
+            found = {n: stamps[join(self.storage, n, STUDY_FILE)] for n in names
+                     if join(self.storage, n, STUDY_FILE) in stamps}
+            for study, stamp in found.items():
+                # A file changed twice within the filesystem's clock tick keeps its stamp: one
+                # written in the last RACY_S seconds is read again.
+                if self._records.get(study, ((),))[0] != stamp or time.time() - stamp[0] / 1e9 < RACY_S:
+                    record = self._read(study)
+                    if record is None:
+                        self._records.pop(study, None)
+                    else:
+                        self._records[study] = (stamp, record)
+            rows = self.index.by_name() if name is None else {name: self.index.get(name)}
+            for study in found:
+                if study in self._records:
+                    self._apply(study, rows.get(study))
+
+    def _read(self, name: str) -> StudyRecord | None:
+        try:
+            record = load_record(name, self.storage)
+            problems = record_problems(record, name)
+        except Exception as exc:  # not JSON, not a record, unreadable
+            record, problems = None, [f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"]
+        if problems:
+            log.warning("study %s: its record is not indexed: %s", name, mask_url("; ".join(problems))[:500])
+            return None
+        return record
+
+    def reconcile(self, name: str | None = None) -> None:
+        """Pending and running Ray-job studies in line with their jobs. Ray unreachable: leave them."""
+        if not self._due(self._checked, name, RECONCILE_S):
+            return
+        for row in self.index.active():
+            if not row.submission_id or (name is not None and row.name != name):
+                continue
+            if row.owner == "job" and not self.jobs.attached():
+                continue  # submitted to a cluster this service does not know: its heartbeat tells
+            try:
+                status, message = self.jobs.status(row.submission_id)
+            except JobNotFound:
+                status, message = GONE, None
+            except RayUnavailable as exc:
+                log.warning("reconcile %s: %s", row.name, exc)
+                return
+            if status == "FAILED":  # Ray's message may carry a long log excerpt: keep its end
+                message = (message or "the Ray job failed")[-1500:] + log_tail(self.jobs, row.submission_id)
+            self._jobs[row.name] = (row.submission_id, (status, message))
+            self._apply(row.name, row)
+
+    def _apply(self, name: str, row: Study | None) -> None:
+        """Write into the index what the study's record and Ray job say, where that differs."""
+        record = self._records.get(name, ((), None))[1]
+        # A stamped record names the Ray job of its current run (None: a run outside Ray), as
+        # a resume from a terminal after a job; before that, the job this service submitted.
+        stamped = record is not None and record.driver is not None
+        submission = record.submission_id if stamped else (row.submission_id if row is not None else None)
+        seen = self._jobs.get(name)
+        job = seen[1] if seen and seen[0] == submission else None
+        if record is None:
+            change = job_state(row, job) if row is not None and job is not None else None
+            if change is None:
+                return
+            values: dict[str, Any] = {"state": change[0], "error": change[1]}
+        else:
+            change = indexed_state(record, row, job)
+            state, error = change if change is not None else (row.state, row.error)
+            values = {"owner": (row.owner if row is not None else None) or record.owner or "cli",
+                      "submission_id": submission, "state": state, "error": error,
+                      "created_at": _utc(record.created), "started_at": _utc(run_started(record))}
+            if change is not None and state in FINAL_STATES:
+                values["ended_at"] = _ended_at(state, record, row)
+        if row is None:
+            self.index.add(Study(id=name, name=name, config=record.config, **values))
+        elif any(aware(getattr(row, key)) != value for key, value in values.items()):
+            if record is not None and aware(row.created_at) != values["created_at"]:
+                values["config"] = record.config  # a new study of that name (--overwrite)
+            self.index.update(name, **values)
+        else:
+            return
+        self.version += 1
+
+    # ------------------------------------------------------------------ reading
+
+    def get(self, name: str) -> Study:
+        self.sync(name)
+        self.reconcile(name)
+        study = self.index.get(name)
+        if study is None:  # a record written a moment ago is not a 404
+            self.sync(name, force=True)
+            study = self.index.get(name)
+        if study is None:
+            raise NoSuchStudy(f"no study {name!r}")
+        return study
 
     def summary(self, study: Study) -> dict[str, Any]:
         """A study as lists show it: its row, the sweep metric, progress and best value so far."""
-        progress = self._ended.get(study.name) if study.state in FINAL_STATES else None
+        key = (study.name, study.ended_at)
+        progress = self._ended.get(key) if study.state in FINAL_STATES else None
         if progress is None:
             blank = {"progress": None, "best_value": None}
             try:
-                progress = service.study_progress(study.name, self.storage_of(study))
+                progress = service.study_progress(study.name, self.storage)
             except FileNotFoundError:  # the driver has not written study.json yet
                 progress = blank
             except Exception as exc:
@@ -99,19 +288,20 @@ class Registry:
             if study.state in FINAL_STATES:
                 if len(self._ended) > 1000:
                     self._ended.clear()
-                self._ended[study.name] = progress
+                self._ended[key] = progress
         return {**study.as_dict(), "metric": study.config["sweep"]["metric"], **progress}
 
     def page(self, state: str | None, offset: int, limit: int) -> dict[str, Any]:
-        self.reconciled()
+        self.sync()
+        self.reconcile()
         rows, total = self.index.list(state, offset, limit)
         return {"items": [self.summary(r) for r in rows], "total": total, "offset": offset, "limit": limit}
 
-    def detail(self, study_id: str) -> dict[str, Any]:
+    def detail(self, name: str) -> dict[str, Any]:
         """One study: its summary, best trial, config, MLflow run and Ray job."""
-        study = self.get(study_id)
+        study = self.get(name)
         try:
-            status = service.study_status(study.name, self.storage_of(study))
+            status = service.study_status(study.name, self.storage)
         except FileNotFoundError:
             status = None
         mlflow = (status or {}).get("mlflow") or {}
@@ -126,15 +316,25 @@ class Registry:
             "ray": {"submission_id": sid, "dashboard_url": f"{self.jobs.address}/#/jobs/{sid}" if sid else None},
         }
 
-    def logs(self, study_id: str, lines: int) -> dict[str, Any]:
-        study = self.get(study_id)
-        if not study.submission_id:
-            raise NoJobLog("the study has no Ray job")
+    def logs(self, name: str, lines: int) -> dict[str, Any]:
+        study = self.get(name)
+        sid = self._job_of(study, "read its log")
         try:
-            text = self.jobs.logs(study.submission_id)
+            text = self.jobs.logs(sid)
         except JobNotFound:
             raise NoJobLog("the Ray job is gone (cluster restarted?)") from None
-        return {"submission_id": study.submission_id, "lines": text.splitlines()[-lines:]}
+        return {"submission_id": sid, "lines": text.splitlines()[-lines:]}
+
+    def _job_of(self, study: Study, to: str) -> str:
+        """The study's Ray job, where this service can reach it; NoJobLog/StudyConflict why not."""
+        error = NoJobLog if to == "read its log" else StudyConflict
+        if not study.submission_id:
+            raise error(f"study {study.name!r} was started with `prefsweep run` (owner {study.owner}), not as a "
+                        f"Ray job: to {to}, use the terminal that runs it")
+        if study.owner == "job" and not self.jobs.attached():
+            raise error(f"study {study.name!r} runs as Ray job {study.submission_id} on a cluster this service is not "
+                        f"attached to (PREFSWEEP_RAY_ADDRESS): `ray job` there can {to}")
+        return study.submission_id
 
     # ------------------------------------------------------------------ acting
 
@@ -144,9 +344,10 @@ class Registry:
         cfg = prepare_config(parse_config_body(raw, content_type), overrides, self.settings)
         settings = self.settings
         with self._launching:
+            self.sync(cfg.name, force=True)
             if self.index.get(cfg.name) is not None or study_exists(self.storage, cfg.name):
                 raise StudyConflict(f"study {cfg.name!r} exists; choose another name")
-            reconcile(self.index, self.jobs)
+            self.reconcile()
             if len(self.index.active()) >= settings.max_running_studies:
                 limit = settings.max_running_studies
                 raise TooManyStudies(f"at most {limit} studies may be pending or running at once "
@@ -166,19 +367,21 @@ class Registry:
             self.version += 1
         return {"id": cfg.name, "name": cfg.name, "state": "pending", "submission_id": submission}
 
-    def cancel(self, study_id: str) -> dict[str, Any]:
-        study = self.get(study_id)
+    def cancel(self, name: str) -> dict[str, Any]:
+        """Stop the study's Ray job (its finished trials are kept; `prefsweep resume` continues it)."""
+        study = self.get(name)
         if study.state in FINAL_STATES:
-            raise StudyConflict(f"study {study_id!r} already ended: {study.state}")
-        if study.submission_id:
-            try:
-                self.jobs.stop(study.submission_id)
-            except JobNotFound:
-                pass
+            raise StudyConflict(f"study {name!r} already ended: {study.state}")
+        sid = self._job_of(study, "stop it")
+        try:
+            self.jobs.stop(sid)
+        except JobNotFound:
+            if study.owner == "job":  # not this service's cluster: we cannot say it stopped
+                raise StudyConflict(f"Ray job {sid} is not on the cluster at {self.jobs.address}; "
+                                    f"`ray job stop {sid}` on its own cluster stops it") from None
         self.index.update(study.id, state="cancelled", error="cancelled through the API")
-        service.mark_stopped(study.name, self.storage_of(study), "cancelled through the API")
         self.version += 1
-        return self.detail(study_id)
+        return self.detail(name)
 
 
 def prepare_stores(cfg) -> None:
