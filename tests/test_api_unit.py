@@ -270,6 +270,29 @@ def test_ray_down_is_503_and_leaves_nothing(server):
     assert not (Path(server.app_state.settings.configs_dir) / "nora.yaml").exists()
 
 
+def test_a_local_ray_that_cannot_start_is_one_line_with_the_fix(roots):
+    """No Ray address set and the local dashboard port held by another program (one that
+    answers HTTP, one that does not): a 503 of one line naming the settings, nothing started."""
+    import http.server
+    import socket
+
+    quiet = type("Quiet", (http.server.BaseHTTPRequestHandler,), {"log_message": lambda *a: None})
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), quiet)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        for port in (web.server_port, silent.getsockname()[1]):
+            settings = settings_for(roots, data_dir=str(roots / f"svc-{port}"), ray_address="",
+                                    local_ray_dashboard_port=port)
+            with TestClient(create_app(settings)) as client:
+                response = client.post("/studies", json=demo_config(f"p{port}"), headers=AUTH)
+            detail = response.json()["detail"]
+            assert response.status_code == 503 and "\n" not in detail and "Traceback" not in detail, detail
+            assert f"127.0.0.1:{port}" in detail and "PREFSWEEP_LOCAL_RAY_DASHBOARD_PORT" in detail, detail
+    web.shutdown()
+
+
 def test_duplicate_is_409(server):
     db: Database = server.app_state.registry.index
     db.add(Study(id="taken", name="taken", config=demo_config("taken"), owner="x", state="finished"))

@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import shlex
+import socket
 import subprocess
 import sys
 import threading
@@ -56,9 +57,36 @@ def _reachable(url: str, token: str | None) -> bool:
         return False
 
 
+LOCAL_FIX = ("set PREFSWEEP_RAY_ADDRESS to a running Ray dashboard (e.g. http://HEAD:8265), or "
+             "PREFSWEEP_LOCAL_RAY_DASHBOARD_PORT to a free port for a local Ray")
+
+
+def error_line(text: str) -> str:
+    """The gist of a failed Ray command's output (a traceback): its last `...Error: message`
+    line, first sentence (Ray's own advice names its flags, not our settings)."""
+    lines = [ln.strip() for ln in plain_text(text).splitlines() if ln.strip()]
+    errors = [ln for ln in lines if re.match(r"[A-Za-z_][\w.]*(Error|Exception): ", ln)]
+    line = (errors or lines or ["no output"])[-1]
+    return line.split(". ", 1)[0].rstrip(".")[:300]
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 def start_local_ray(port: int) -> None:
     """`ray start --head` with the dashboard on 127.0.0.1:PORT and token auth on. The cluster
-    outlives the service, so a restarted service finds its jobs again."""
+    outlives the service, so a restarted service finds its jobs again. Failures are one line
+    with the fix (RayUnavailable: a 503 to API clients)."""
+    if _port_taken(port):  # `ray start` would fail there only after starting its GCS, and leave it running
+        raise RayUnavailable(f"no Ray dashboard answers on 127.0.0.1:{port}, and another program holds that port, "
+                             f"so no local Ray can start there: {LOCAL_FIX}")
     # RAY_API_SERVER_ADDRESS: the head's processes reach its own dashboard even when a later
     # `ray start` elsewhere on the machine becomes "the latest cluster" (see sweep.study.ray_cluster).
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token"),
@@ -68,7 +96,8 @@ def start_local_ray(port: int) -> None:
         # `ray start` uses a token but never creates one (ray.init does); make it like ray.init would.
         made = subprocess.run([ray_bin, "get-auth-token", "--generate"], env=env, capture_output=True, text=True)
         if made.returncode != 0:
-            raise RayUnavailable(f"could not create a Ray auth token: {made.stderr.strip()[-800:]}")
+            raise RayUnavailable(f"could not create a Ray auth token: {error_line(made.stderr)}; set RAY_AUTH_TOKEN "
+                                 "or PREFSWEEP_RAY_AUTH_TOKEN")
     # Free ports for the GCS and the dashboard agent: other clusters on this machine may hold
     # the defaults (6379, 52365), and a head whose agent cannot bind accepts no jobs.
     args = [ray_bin, "start", "--head", f"--port={free_port()}", "--include-dashboard=true",
@@ -77,7 +106,8 @@ def start_local_ray(port: int) -> None:
     log.info("starting a local Ray head: %s", " ".join(args[1:]))
     proc = subprocess.run(args, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RayUnavailable(f"could not start a local Ray head: {proc.stderr.strip()[-1500:]}")
+        raise RayUnavailable(f"could not start a local Ray head (dashboard on 127.0.0.1:{port}): "
+                             f"{error_line(proc.stderr)}; {LOCAL_FIX}")
 
 
 class RayJobs:
@@ -115,6 +145,10 @@ class RayJobs:
         if "401" in str(exc) or "Authentication" in type(exc).__name__ or "Authentication" in str(exc):
             text += (" - the cluster wants a token: set PREFSWEEP_RAY_AUTH_TOKEN or RAY_AUTH_TOKEN"
                      if not token else " - the token was refused")
+        elif self.settings.ray_address:
+            text += " - check that the cluster runs and PREFSWEEP_RAY_ADDRESS names its dashboard (e.g. http://HEAD:8265)"
+        else:
+            text += f" - is that a Ray dashboard? {LOCAL_FIX}"
         return text
 
     def _call(self, fn, *args, **kwargs):
