@@ -8,41 +8,36 @@ The study record (`NAME/study.json`, written by the driver) is the source; the s
 - the drivers' liveness (sweep.study.liveness): a `running` record whose driver is gone is
   `interrupted`;
 - Ray (`reconcile`): pending and running studies that run as Ray jobs, at most every RECONCILE_S.
-`indexed_state` is the rule that joins them. The routes read and act through `Registry`; its
+`sweep.service.study_state.indexed_state` is the rule that joins them. The routes read and act through `Registry`; its
 errors say what went wrong, api.errors which HTTP status that is.
 """
 from __future__ import annotations
 
 import logging
-import math
-import re
 import threading
 import time
-from datetime import datetime, timezone
 from typing import Any
+
+from sqlalchemy.exc import IntegrityError
 
 from sweep.config.loading import dump_yaml
 from sweep.config.redact import mask_url, private_dir, write_private
 from sweep.config.schema import NAME_PATTERN
 from sweep.service import studies as service
 from sweep.service.index import FINAL_STATES, Database, Study, aware
-from sweep.service.ray_jobs import JOB_STATES, JobNotFound, RayJobs, RayUnavailable, log_tail
+from sweep.service.ray_jobs import JobNotFound, RayJobs, RayUnavailable, log_tail
 from sweep.service.settings import Settings
+from sweep.service.study_state import GONE, Job, ended_at, indexed_state, job_state, record_problems, run_started, utc
 from sweep.service.submitted import parse_config_body, prepare_config
 from sweep.storage.databases import store_unavailable
 from sweep.storage.files import file_stamps, join, list_names
 from sweep.storage.record import STUDY_FILE, StudyRecord, load_record
 from sweep.storage.record import exists as study_exists
-from sweep.study.liveness import record_state
 
 log = logging.getLogger("prefsweep.api")
 SYNC_S = 2.0  # records under storage are looked at at most this often (per study, and for lists)
 RECONCILE_S = 2.0  # unfinished Ray-job studies are checked with Ray at most this often
-RECORD_STATES = ("running", "finished", "failed", "interrupted")
 RACY_S = 2.0
-SUBMISSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
-GONE = "GONE"  # the Ray job's cluster does not know it (restarted, or another cluster)
-Job = tuple[str, str | None]  # (Ray job status, message) of a study's current run
 
 
 class NoSuchStudy(LookupError):
@@ -61,76 +56,6 @@ class NoJobLog(LookupError):
     pass
 
 
-def record_problems(record: StudyRecord, name: str) -> list[str]:
-    """Why a record under storage may not be indexed (it is a file anyone with the storage can
-    write): the same rules as every other input of the service."""
-    problems = []
-    if record.name != name:
-        problems.append(f"name {record.name!r} is not its directory's")
-    if record.state not in RECORD_STATES:
-        problems.append(f"state must be one of {', '.join(RECORD_STATES)}")
-    if record.owner is not None and not (isinstance(record.owner, str) and NAME_PATTERN.fullmatch(record.owner)):
-        problems.append(f"owner must match {NAME_PATTERN.pattern}")
-    if record.submission_id is not None and not (isinstance(record.submission_id, str)
-                                                 and SUBMISSION_ID.fullmatch(record.submission_id)):
-        problems.append(f"submission_id must match {SUBMISSION_ID.pattern}")
-    if not all(isinstance(t, (int, float)) and math.isfinite(t) for t in (record.created, record.updated)):
-        problems.append("created and updated must be finite times")
-    if not isinstance(record.error, (str, type(None))) or not isinstance(record.driver, (dict, type(None))):
-        problems.append("error must be text and driver a mapping")
-    try:
-        record.cfg  # noqa: B018 - validates the config
-    except Exception as exc:
-        problems.append(f"config: {str(exc).splitlines()[0]}")
-    return problems
-
-
-def run_started(record: StudyRecord) -> float:
-    """When the driver of the record's current run started (a resume is a new run)."""
-    return float((record.driver or {}).get("started") or record.created)
-
-
-def indexed_state(record: StudyRecord, row: Study | None, job: Job | None,
-                  now: float | None = None) -> tuple[str, str | None] | None:
-    """(state, error) the index should hold for a study with this record, or None to keep its
-    row as it is. `job`: what Ray last said of the run's Ray job (None: not a job, or not asked)."""
-    if row is not None and row.state in FINAL_STATES and row.ended_at is not None:
-        ended = aware(row.ended_at).timestamp()
-        if ended >= record.updated:
-            return None  # nothing new from the driver since the row ended
-        if row.state == "cancelled" and ended >= run_started(record):
-            return None  # what the cancelled run wrote as it stopped
-    if record.state != "running":
-        return record.state, record.error
-    if job is not None and job[0] != GONE:
-        state = JOB_STATES.get(job[0], "running")
-        return state, (job[1] if state in ("failed", "cancelled") else None)
-    return record_state(record, now)  # its heartbeat (a job unknown to this service's Ray included)
-
-
-def job_state(row: Study, job: Job) -> tuple[str, str | None] | None:
-    """(state, error) of a study launched here whose driver has written no record (yet)."""
-    status, message = job
-    if status == GONE:
-        return "interrupted", "the Ray job is gone (cluster restarted?); `prefsweep resume` continues the study"
-    state = JOB_STATES.get(status, row.state)
-    return None if state == row.state else (state, message if state in ("failed", "cancelled") else None)
-
-
-def _utc(timestamp: float) -> datetime:
-    return datetime.fromtimestamp(timestamp, timezone.utc)
-
-
-def _ended_at(state: str, record: StudyRecord, row: Study | None) -> datetime:
-    """When a study ended: its record's last save when the record says so, else when the
-    service first saw it end (its driver or Ray job gone)."""
-    if state == record.state:
-        return _utc(record.updated)
-    if row is not None and row.state in FINAL_STATES and row.ended_at is not None:
-        return aware(row.ended_at)
-    return datetime.now(timezone.utc)
-
-
 class Registry:
     def __init__(self, settings: Settings):
         private_dir(settings.data_dir)  # the token, the database, submitted configs, exports
@@ -140,7 +65,7 @@ class Registry:
         self.version = 0  # goes up whenever the index changes, so cached lists are stale at once
         self._launching = threading.Lock()
         self._syncing = threading.Lock()
-        self._records: dict[str, tuple[tuple, StudyRecord]] = {}  # name -> (file stamp, record) as last read
+        self._records: dict[str, tuple[tuple, StudyRecord | None]] = {}  # name -> (file stamp, record) as last read
         self._jobs: dict[str, tuple[str, Job]] = {}  # name -> (submission id, what Ray last said of it)
         self._looked: dict[str | None, float] = {}  # sync: study (None: all) -> when last done
         self._checked: dict[str | None, float] = {}  # reconcile: the same
@@ -181,14 +106,10 @@ class Registry:
                 # A file changed twice within the filesystem's clock tick keeps its stamp: one
                 # written in the last RACY_S seconds is read again.
                 if self._records.get(study, ((),))[0] != stamp or time.time() - stamp[0] / 1e9 < RACY_S:
-                    record = self._read(study)
-                    if record is None:
-                        self._records.pop(study, None)
-                    else:
-                        self._records[study] = (stamp, record)
+                    self._records[study] = (stamp, self._read(study))  # None: refused (said once per change)
             rows = self.index.by_name() if name is None else {name: self.index.get(name)}
             for study in found:
-                if study in self._records:
+                if self._records[study][1] is not None:
                     self._apply(study, rows.get(study))
 
     def _read(self, name: str) -> StudyRecord | None:
@@ -242,11 +163,14 @@ class Registry:
             state, error = change if change is not None else (row.state, row.error)
             values = {"owner": (row.owner if row is not None else None) or record.owner or "cli",
                       "submission_id": submission, "state": state, "error": error,
-                      "created_at": _utc(record.created), "started_at": _utc(run_started(record))}
+                      "created_at": utc(record.created), "started_at": utc(run_started(record))}
             if change is not None and state in FINAL_STATES:
-                values["ended_at"] = _ended_at(state, record, row)
+                values["ended_at"] = ended_at(state, record, row)
         if row is None:
-            self.index.add(Study(id=name, name=name, config=record.config, **values))
+            try:
+                self.index.add(Study(id=name, name=name, config=record.config, **values))
+            except IntegrityError:  # another service process on this index added it a moment ago
+                return
         elif any(aware(getattr(row, key)) != value for key, value in values.items()):
             if record is not None and aware(row.created_at) != values["created_at"]:
                 values["config"] = record.config  # a new study of that name (--overwrite)
@@ -355,8 +279,11 @@ class Registry:
             prepare_stores(cfg)
             path = settings.configs_dir / f"{cfg.name}.yaml"
             write_private(path, dump_yaml(cfg, secrets=True))  # the job's config: its real URLs, 0600
-            self.index.add(Study(id=cfg.name, name=cfg.name, config=cfg.model_dump(mode="json"), owner=owner,
-                                 state="pending"))
+            try:
+                self.index.add(Study(id=cfg.name, name=cfg.name, config=cfg.model_dump(mode="json"), owner=owner,
+                                     state="pending"))
+            except IntegrityError:  # launched through another service process on this index meanwhile
+                raise StudyConflict(f"study {cfg.name!r} exists; choose another name") from None
             try:
                 submission = self.jobs.submit(cfg.name, path, owner)
             except Exception:
