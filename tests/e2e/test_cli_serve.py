@@ -43,6 +43,14 @@ def ray_client(dashboard: str):
     return JobSubmissionClient(dashboard, headers={"Authorization": f"Bearer {token}"} if token else {})
 
 
+def ray_cli_env(env: dict) -> dict:
+    """`ray job ...` sends the cluster token only in token mode; a cluster `ray start` began
+    where a token exists (~/.ray/auth_token) wants it."""
+    from sweep.study.ray_cluster import ray_auth_token
+
+    return {**env, "RAY_AUTH_MODE": "token"} if ray_auth_token() and "RAY_AUTH_MODE" not in env else env
+
+
 def job_status(dashboard: str, submission: str) -> str:
     status = ray_client(dashboard).get_job_status(submission)
     return str(getattr(status, "value", status))
@@ -92,10 +100,12 @@ def test_cli_and_ray_job_studies_in_the_service(cli, ray_cluster, tmp_path):
         submission = f"{JOB}-{secrets.token_hex(3)}"
         long = ["--set", "sweep.num_trials=2", "--set", "train.max_steps=2000", "--set", "train.eval_every=1000"]
         cluster = ray_cluster["dashboard"]
-        subprocess.run([str(BIN / "ray"), "job", "submit", f"--address={cluster}", f"--submission-id={submission}",
-                        "--no-wait", "--", str(BIN / "prefsweep"), "run", str(REPO / "configs" / "demo.yaml"),
-                        "--set", f"name={JOB}", "--set", f"storage.path={storage}", *long],
-                       env=cli.env, cwd=tmp_path, check=True, capture_output=True, text=True, timeout=120)
+        submitted = subprocess.run(
+            [str(BIN / "ray"), "job", "submit", f"--address={cluster}", f"--submission-id={submission}", "--no-wait",
+             "--", str(BIN / "prefsweep"), "run", str(REPO / "configs" / "demo.yaml"), "--set", f"name={JOB}",
+             "--set", f"storage.path={storage}", *long],
+            env=ray_cli_env(cli.env), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
         try:
             wait_for(lambda: JOB in listed(svc), 300, "the Ray job's study listed", interval=1)
             job = svc.wait(JOB, lambda s: s["state"] == "running" and s["ray"]["submission_id"], timeout=120, every=1)
@@ -114,6 +124,6 @@ def test_cli_and_ray_job_studies_in_the_service(cli, ray_cluster, tmp_path):
             driver.kill()
         if submission and job_status(ray_cluster["dashboard"], submission) in ("PENDING", "RUNNING"):
             subprocess.run([str(BIN / "ray"), "job", "stop", f"--address={ray_cluster['dashboard']}", submission],
-                           env=cli.env, capture_output=True, timeout=120)
+                           env=ray_cli_env(cli.env), capture_output=True, timeout=120)
         svc.stop()
 
