@@ -1,5 +1,6 @@
 """How failures become answers: 422 with one {loc, msg, type, field} per problem, 503 with
-Retry-After when a store or Ray is out of reach, and never a 500 for a client's input.
+Retry-After when a store or Ray is out of reach, the service's own errors as their statuses
+(`SERVICE_ERRORS`), and never a 500 for a client's input. `responses` documents them per route.
 
 The 422 body never echoes the input back (FastAPI's default does: NaN/Infinity there made the
 handler itself fail to serialise, and a lone surrogate cannot be encoded as UTF-8 at all), and
@@ -13,12 +14,29 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from api.jobs import RayUnavailable
+from api.serving import NoCheckpoint
 from sweep.config.loading import ConfigError
 from sweep.config.redact import mask_url
+from sweep.service.ray_jobs import RayUnavailable
+from sweep.service.registry import NoJobLog, NoSuchStudy, StudyConflict, TooManyStudies
+from sweep.service.submitted import UnsupportedBody
+from sweep.storage.databases import store_unavailable
 
 log = logging.getLogger("prefsweep.api")
 RETRY_AFTER_S = 1
+# What each error of the service layer means to an HTTP client; a route just lets them rise.
+SERVICE_ERRORS = {NoSuchStudy: 404, NoJobLog: 404, StudyConflict: 409, NoCheckpoint: 409, UnsupportedBody: 415,
+                  TooManyStudies: 429}
+_MEANING = {400: "Body is not parseable (e.g. not UTF-8)", 401: "Missing or wrong bearer token", 404: "No such study",
+            409: "Conflict with the study's state", 413: "Body too large", 415: "Unsupported content type",
+            429: "Too many running studies", 503: "Ray or a study database is unreachable or busy (Retry-After)"}
+
+
+def responses(*codes: int) -> dict:
+    """The OpenAPI `responses` of a route for these error statuses."""
+    from api.schemas import Problem
+
+    return {c: {"model": Problem, "description": _MEANING[c]} for c in codes}
 
 
 def text(value: object) -> str:
@@ -38,21 +56,6 @@ def config_problems(err: ConfigError) -> JSONResponse:
 
 def unavailable(detail: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
-
-
-def store_unavailable(exc: BaseException) -> bool:
-    """True when `exc` (or what it wraps) says a database could not be reached in time: the
-    pool's wait ran out, the server refused a connection (too many clients), it went away."""
-    from sqlalchemy import exc as sa
-
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, (sa.TimeoutError, sa.OperationalError, sa.InterfaceError, sa.DisconnectionError)):
-            return True
-        if getattr(seen, "error_code", None) == "TEMPORARILY_UNAVAILABLE":  # MLflow's wrapper of the above
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 def allowed_methods(app: FastAPI, scope: dict) -> list[str]:
@@ -93,6 +96,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ConfigError)
     async def _config_error(request: Request, err: ConfigError):
         return config_problems(err)
+
+    async def _service_error(request: Request, err: Exception):
+        return JSONResponse({"detail": str(err)}, status_code=SERVICE_ERRORS[type(err)])
+
+    for kind in SERVICE_ERRORS:
+        app.add_exception_handler(kind, _service_error)
 
     @app.exception_handler(RayUnavailable)
     async def _ray_down(request: Request, err: RayUnavailable):

@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from api.db import STATES
 from sweep.config.redact import mask
+from sweep.service.index import STATES
 
 StudyState = Literal[STATES]  # type: ignore[valid-type]
 

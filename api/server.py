@@ -5,8 +5,8 @@ import logging
 import sys
 
 from api.security import is_loopback
-from api.settings import Settings, from_env
 from sweep.config.redact import install_log_masking
+from sweep.service.settings import Settings, from_env
 
 
 def check_can_serve(host: str, settings: Settings) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, create_model
 
-from api.settings import Settings
+from sweep.service.settings import Settings
 
 
 @dataclass
@@ -83,7 +83,7 @@ class Generator:
         try:
             record, best = best_trial(name, self.settings.storage_path)
         except (LookupError, FileNotFoundError) as exc:
-            raise NoCheckpoint(str(exc)) from None
+            raise NoCheckpoint(f"no checkpoint to serve yet: {exc}") from None
         key = f"{best['trial_id']}:{best['checkpoint_path']}"
         with self._lock:
             loaded = self._models.get(name)

@@ -42,9 +42,9 @@ def plant_study(base: Path, trials: int) -> None:
     """The study as a sweep would leave it: Optuna trials, study.json, the service's row."""
     import optuna
 
-    from api.db import Database, Study
     from sweep.config.redact import write_private
     from sweep.config.schema import PrefsweepConfig
+    from sweep.service.index import Database, Study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = base / "runs"

@@ -17,11 +17,11 @@ import yaml
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.db import Database, Study
-from api.jobs import JobNotFound, RayUnavailable, ray_auth_token, reconcile
 from api.security import token_ok
 from api.server import check_can_serve
-from api.settings import from_env
+from sweep.service.index import Database, Study
+from sweep.service.ray_jobs import ray_auth_token
+from sweep.service.settings import from_env
 from sweep.study.ray_cluster import free_port
 
 TOKEN = "unit-test-token"
@@ -60,7 +60,7 @@ def settings_for(base: Path, **overrides):
 @pytest.fixture(scope="module")
 def server(roots):
     patch = pytest.MonkeyPatch()
-    patch.setattr("api.app.LIST_TTL_S", 0.0)  # these tests write rows behind the service's back
+    patch.setattr("api.routes.studies.LIST_TTL_S", 0.0)  # these tests write rows behind the service's back
     settings = settings_for(roots)
     app = create_app(settings)
     port = free_port()
@@ -217,7 +217,7 @@ def test_every_kind_of_source_goes_through_the_path_rule(server, roots, key, val
 
 
 def test_local_names_are_rewritten_to_absolute_paths_and_hub_ids_kept(roots):
-    from api.security import prepare_config
+    from sweep.service.submitted import prepare_config
 
     settings = settings_for(roots)
     cfg = prepare_config(demo_config(data={"train": {"hf": "hubish/pairs"}}), [], settings)
@@ -250,7 +250,7 @@ def test_server_owned_settings(server):
 
 
 def test_trust_remote_code_when_allowed(roots):
-    from api.security import prepare_config
+    from sweep.service.submitted import prepare_config
 
     cfg = prepare_config(demo_config(model={"trust_remote_code": True},
                                      data={"train": {"path": "data/demo/train.jsonl"}}), [],
@@ -270,8 +270,31 @@ def test_ray_down_is_503_and_leaves_nothing(server):
     assert not (Path(server.app_state.settings.configs_dir) / "nora.yaml").exists()
 
 
+def test_a_local_ray_that_cannot_start_is_one_line_with_the_fix(roots):
+    """No Ray address set and the local dashboard port held by another program (one that
+    answers HTTP, one that does not): a 503 of one line naming the settings, nothing started."""
+    import http.server
+    import socket
+
+    quiet = type("Quiet", (http.server.BaseHTTPRequestHandler,), {"log_message": lambda *a: None})
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), quiet)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        for port in (web.server_port, silent.getsockname()[1]):
+            settings = settings_for(roots, data_dir=str(roots / f"svc-{port}"), ray_address="",
+                                    local_ray_dashboard_port=port)
+            with TestClient(create_app(settings)) as client:
+                response = client.post("/studies", json=demo_config(f"p{port}"), headers=AUTH)
+            detail = response.json()["detail"]
+            assert response.status_code == 503 and "\n" not in detail and "Traceback" not in detail, detail
+            assert f"127.0.0.1:{port}" in detail and "PREFSWEEP_LOCAL_RAY_DASHBOARD_PORT" in detail, detail
+    web.shutdown()
+
+
 def test_duplicate_is_409(server):
-    db: Database = server.app_state.db
+    db: Database = server.app_state.registry.index
     db.add(Study(id="taken", name="taken", config=demo_config("taken"), owner="x", state="finished"))
     response = server.post("/studies", json=demo_config("taken"), headers=AUTH)
     assert response.status_code == 409
@@ -326,7 +349,7 @@ def test_yaml_alias_chain_in_set_is_refused_quickly(server):
 
 
 def test_responses_mask_passwords_and_health_says_nothing_of_the_infrastructure(server):
-    db: Database = server.app_state.db
+    db: Database = server.app_state.registry.index
     url = "postgresql+psycopg://prefsweep:TOPSECRET@db:5432/optuna"
     db.add(Study(id="masked", name="masked", config=demo_config("masked", storage={"optuna_url": url}), owner="x",
                  state="failed", error=f"OperationalError: cannot reach {url}"))
@@ -344,10 +367,9 @@ def test_unreachable_store_is_503_with_retry_after(server, roots):
     name, url = "pgdown", f"postgresql+psycopg://u:TOPSECRET@127.0.0.1:{free_port()}/optuna"
     config = demo_config(name, storage={"path": str(roots / "runs"), "optuna_url": url})
     record = {"name": name, "config": config, "tracking_uri": f"sqlite:///{roots}/runs/mlflow.db",
-              "experiment_id": "0", "parent_run_id": "x", "optuna_url": url, "state": "running"}
+              "experiment_id": "0", "parent_run_id": "x", "optuna_url": url, "state": "finished"}
     (roots / "runs" / name).mkdir(parents=True)
-    (roots / "runs" / name / "study.json").write_text(json.dumps(record))
-    server.app_state.db.add(Study(id=name, name=name, config=config, owner="x", state="finished"))
+    (roots / "runs" / name / "study.json").write_text(json.dumps(record))  # the service indexes it by itself
     response = server.get(f"/studies/{name}/trials", headers=AUTH)
     assert response.status_code == 503 and response.headers["retry-after"] == "1", response.text
     assert "TOPSECRET" not in response.text
@@ -367,52 +389,21 @@ def test_service_files_are_owner_only(server, roots):
 
 def test_list_pages_are_shared_for_a_moment(server, monkeypatch):
     """GET /studies is computed once per LIST_TTL_S for everyone who polls it."""
-    monkeypatch.setattr("api.app.LIST_TTL_S", 60.0)
+    monkeypatch.setattr("api.routes.studies.LIST_TTL_S", 60.0)
     before = server.get("/studies", params={"limit": 7}, headers=AUTH).json()
-    server.app_state.db.add(Study(id="late", name="late", config=demo_config("late"), owner="x", state="finished"))
+    server.app_state.registry.index.add(Study(id="late", name="late", config=demo_config("late"), owner="x", state="finished"))
     assert server.get("/studies", params={"limit": 7}, headers=AUTH).json() == before  # the shared page
-    monkeypatch.setattr("api.app.LIST_TTL_S", 0.0)
+    monkeypatch.setattr("api.routes.studies.LIST_TTL_S", 0.0)
     assert "late" in [s["id"] for s in server.get("/studies", params={"limit": 7}, headers=AUTH).json()["items"]]
 
 
 def test_too_many_running_is_429(roots):
     settings = settings_for(roots, data_dir=str(roots / "svc429"), max_running_studies=1)
     with TestClient(create_app(settings)) as client:
-        client.app.state.db.add(Study(id="busy", name="busy", config=demo_config("busy"), owner="x",
+        client.app.state.registry.index.add(Study(id="busy", name="busy", config=demo_config("busy"), owner="x",
                                       state="running", submission_id=None))
         response = client.post("/studies", json=demo_config("another"), headers=AUTH)
         assert response.status_code == 429
-
-
-# ------------------------------------------------------------------ reconciliation
-
-class FakeJobs:
-    def __init__(self, statuses):
-        self.statuses = statuses
-
-    def status(self, submission_id):
-        value = self.statuses[submission_id]
-        if isinstance(value, Exception):
-            raise value
-        return value, "message from Ray"
-
-    def logs(self, submission_id):
-        return "line 1\nTraceback: boom\n"
-
-
-def test_reconcile_maps_ray_job_states(tmp_path):
-    db = Database(f"sqlite:///{tmp_path}/s.db")
-    cases = {"a": ("SUCCEEDED", "finished"), "b": ("FAILED", "failed"), "c": ("STOPPED", "cancelled"),
-             "d": ("RUNNING", "running"), "e": (JobNotFound("gone"), "interrupted")}
-    for name in cases:
-        db.add(Study(id=name, name=name, config={}, owner="x", state="pending", submission_id=f"sub-{name}"))
-    reconcile(db, FakeJobs({f"sub-{n}": status for n, (status, _) in cases.items()}))
-    for name, (_, state) in cases.items():
-        assert db.get(name).state == state, name
-    assert "boom" in db.get("b").error and db.get("a").ended_at is not None and db.get("d").started_at
-    db.add(Study(id="f", name="f", config={}, owner="x", state="running", submission_id="sub-f"))
-    reconcile(db, FakeJobs({"sub-d": RayUnavailable("down"), "sub-f": RayUnavailable("down")}))
-    assert db.get("f").state == "running"  # unknown stays as it was
 
 
 # ------------------------------------------------------------------ settings and startup

@@ -171,3 +171,16 @@ def test_the_trial_table_folds_long_names_instead_of_cutting_them(capsys, monkey
     output.print_trials(status)
     out = capsys.readouterr().out
     assert "…" not in out  # rich's default cut headers to "eval/rew…" on an 80-column console
+
+
+def test_a_ray_address_nobody_answers_on_is_one_line_in_seconds(tmp_path, capsys, monkeypatch):
+    """Ray itself retries a dead RAY_ADDRESS for minutes, printing a warning every few seconds."""
+    import time
+
+    from sweep.study.ray_cluster import free_port
+
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{free_port()}")
+    started = time.monotonic()
+    assert main(["run", str(config_file(tmp_path, [PAIR] * 8)), "--set", f"storage.path={tmp_path / 'runs'}"]) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "no Ray cluster answers there" in out and "Traceback" not in out and time.monotonic() - started < 60

@@ -179,6 +179,24 @@ def test_yaml_file_errors_name_the_file(tmp_path):
     assert err.value.source == str(path) and fields(err.value) == ["train.max_steps"]
 
 
+def test_files_and_request_bodies_share_one_yaml_policy(tmp_path):
+    """A config file on the command line is read as the service reads a YAML body: no aliases,
+    bounded depth, the line of a syntax error; an empty file is the defaults."""
+    from sweep.service.submitted import parse_config_body
+
+    path = tmp_path / "c.yaml"
+    for text, field, message in (("a: &x [1]\nb: *x\n", None, "aliases"), ("x: " + "[" * 40 + "]" * 40, None, "deeper"),
+                                 ("train: {max_steps: 3\n", None, "line 2"), ("- 1\n", "(root)", "mapping")):
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=message) as from_file:
+            load_config(path)
+        with pytest.raises(ConfigError, match=message) as from_body:
+            parse_config_body(text.encode(), "application/yaml")
+        assert fields(from_file.value) == [field or "(yaml)"] and fields(from_body.value) == [field or "(body)"]
+    path.write_text("# nothing but a comment\n")
+    assert load_config(path) == PrefsweepConfig()
+
+
 def test_relative_input_paths_resolve_beside_the_config_file(tmp_path, monkeypatch):
     folder = tmp_path / "project"
     (folder / "data").mkdir(parents=True)

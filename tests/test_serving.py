@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from api.serving import GREEDY_BELOW, GenerationParams, Generator, Loaded
-from api.settings import Settings
 from sweep.models.loading import load_causal_lm, load_tokenizer
+from sweep.service.settings import Settings
 
 TINY = "builtin:tiny-gpt2"
 

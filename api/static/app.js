@@ -118,13 +118,15 @@ function renderStudy(s) {
   const badge = $("#study-state");
   badge.className = `state state-${s.state}`;
   badge.textContent = s.state;
-  $("#cancel").hidden = !["pending", "running"].includes(s.state);
+  // Only a Ray job can be stopped from here; a `prefsweep run` in a terminal is stopped there.
+  $("#cancel").hidden = !["pending", "running"].includes(s.state) || !s.ray.submission_id;
+  $("#logs-box").hidden = !s.ray.submission_id;
   const facts = $("#facts");
   facts.textContent = "";
   const add = (k, v) => { facts.appendChild(node("dt", { text: k })); facts.appendChild(node("dd", {}, [v])); };
   add("progress", s.progress ? `${s.progress.done}/${s.progress.total} trials` : "not started");
   add(`best ${s.metric.name}`, s.best ? `${fmt(s.best.value)} (trial ${s.best.trial_id})` : "none yet");
-  add("Ray job", s.ray.submission_id || "");
+  add("Ray job", s.ray.submission_id || "none (run from a terminal with prefsweep run)");
   const mlflow = s.mlflow.url ? node("a", { href: s.mlflow.url, target: "_blank", rel: "noopener", text: s.mlflow.run_id })
     : document.createTextNode(s.mlflow.run_id ? `${s.mlflow.run_id} (${s.mlflow.tracking_uri})` : "");
   add("MLflow run", mlflow);

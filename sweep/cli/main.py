@@ -12,6 +12,7 @@ from sweep.config.loading import ConfigError
 from sweep.models.loading import ModelLoadError
 from sweep.service.studies import NoUsableTrial
 from sweep.storage.record import StudyNotFound
+from sweep.study.ray_cluster import RayUnreachable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as err:
         console.print(f"[red]data error: {err}[/red]", highlight=False)
         return 1
-    except (StudyNotFound, NoUsableTrial, ModelLoadError) as err:  # status/best/resume on a study that has nothing to show
+    except (StudyNotFound, NoUsableTrial, ModelLoadError, RayUnreachable) as err:  # nothing to show, or no cluster
         console.print(f"[red]{err}[/red]", highlight=False, soft_wrap=True)
         return 1
     except KeyboardInterrupt:

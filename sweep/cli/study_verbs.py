@@ -23,6 +23,7 @@ def cmd_run(args) -> int:
 def cmd_resume(args) -> int:
     from sweep.storage.record import load_record
     from sweep.study.driver import SweepInterrupted, resume_study
+    from sweep.study.liveness import alive
 
     record = load_record(args.name, args.storage)
     if record.state == "finished":
@@ -30,6 +31,12 @@ def cmd_resume(args) -> int:
                       f"--storage {args.storage}` shows it; `prefsweep run CONFIG --set name=NEW` starts another)",
                       highlight=False, soft_wrap=True)
         return 0
+    if record.state == "running" and alive(record):  # two drivers on one study would both run its trials
+        driver = record.driver or {}
+        console.print(f"[red]study {args.name} is running (driver pid {driver.get('pid')} on {driver.get('host')}"
+                      f"{', Ray job ' + record.submission_id if record.submission_id else ''}): stop it first, "
+                      "or wait for it to end[/red]", highlight=False, soft_wrap=True)
+        return 1
     try:
         record = resume_study(args.name, args.storage)
     except SweepInterrupted as err:

@@ -38,6 +38,24 @@ def load_untrusted_yaml(text: str) -> Any:
     return yaml.load(text, Loader=UntrustedLoader)  # noqa: S506 - a SafeLoader subclass
 
 
+def config_mapping(text: str, where: str | None = None, field: str = "(yaml)") -> dict[str, Any]:
+    """A config's YAML text as its mapping of sections, with one policy for every source (a file
+    on the command line, a request body): UntrustedLoader's safe types, no aliases, at most
+    MAX_DEPTH levels. An empty text is the defaults ({})."""
+    try:
+        data = load_untrusted_yaml(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ConfigError([(field, f"not valid YAML: {problem}{at}")], where) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([("(root)", "the config must be a mapping of sections")], where)
+    return data
+
+
 class ConfigError(ValueError):
     """A config the sweep refuses, with one `field: message` line per problem."""
 
@@ -119,12 +137,7 @@ def load_config(source: str | Path | dict[str, Any], overrides: list[str] = ()) 
         path = Path(source)
         if not path.is_file():
             raise ConfigError([("(file)", f"config file not found: {path}")], where)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError([("(yaml)", str(exc))], where) from None
-    if not isinstance(data, dict):
-        raise ConfigError([("(root)", "the config must be a mapping of sections")], where)
+        data = config_mapping(path.read_text(), where)
     resolved = [] if where is None else resolve_input_paths(data, Path(where).resolve().parent)
     defaults = PrefsweepConfig()
     for item in overrides:

@@ -8,11 +8,20 @@ from sweep.config.loading import config_with
 from sweep.storage.databases import optuna_storage
 from sweep.storage.record import StudyRecord, load_record
 from sweep.study.export import export_checkpoint
+from sweep.study.liveness import record_state
 from sweep.study.trials import ENDED_STATES, best_row, join_trials, sort_rows, trial_curves, trial_rows
 
 
-def study_status(name: str, storage: str = "runs") -> dict[str, Any]:
+def current_record(name: str, storage: str = "runs") -> StudyRecord:
+    """The study's record with the state to show: `running` of a driver that is gone (killed,
+    its node lost) is `interrupted` (sweep.study.liveness)."""
     record = load_record(name, storage)
+    record.state, record.error = record_state(record)
+    return record
+
+
+def study_status(name: str, storage: str = "runs") -> dict[str, Any]:
+    record = current_record(name, storage)
     cfg = record.cfg
     rows = sort_rows(trial_rows(record), cfg)
     from sweep.study.search_space import total_trials
@@ -67,7 +76,7 @@ def study_progress(name: str, storage: str = "runs") -> dict[str, Any]:
 
 
 def best_trial(name: str, storage: str = "runs") -> tuple[StudyRecord, dict[str, Any]]:
-    record = load_record(name, storage)
+    record = current_record(name, storage)
     best = best_row(trial_rows(record), record.cfg)
     if best is None:
         raise NoUsableTrial(f"study {name!r} ({record.state}) has no trial with a checkpoint and a value of "
@@ -88,7 +97,7 @@ def study_trials(name: str, storage: str = "runs", curves: list[str] | None = No
     import optuna
 
     try:
-        record = load_record(name, storage)
+        record = current_record(name, storage)
     except FileNotFoundError:
         return []  # the sweep has not started yet
     try:
@@ -101,15 +110,3 @@ def study_trials(name: str, storage: str = "runs", curves: list[str] | None = No
         for trial in trials:
             trial["curves"] = by_trial.get(trial["trial_id"], {})
     return trials
-
-
-def mark_stopped(name: str, storage: str = "runs", error: str = "stopped") -> None:
-    """Record in study.json that a running study was stopped from outside (its driver was
-    killed and could not say so): `status` then shows it interrupted and `resume` continues it."""
-    try:
-        record = load_record(name, storage)
-    except FileNotFoundError:
-        return
-    if record.state == "running":
-        record.state, record.error = "interrupted", error
-        record.save(record.cfg.resolved_storage())

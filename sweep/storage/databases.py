@@ -101,3 +101,18 @@ def _release_idle() -> None:
                 # QueuePool.dispose closes the idle connections and stays usable: the next
                 # checkout opens a fresh one.
                 pool.dispose()
+
+
+def store_unavailable(exc: BaseException) -> bool:
+    """True when `exc` (or what it wraps) says a database could not be reached in time: the
+    pool's wait ran out, the server refused a connection (too many clients), it went away."""
+    from sqlalchemy import exc as sa
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (sa.TimeoutError, sa.OperationalError, sa.InterfaceError, sa.DisconnectionError)):
+            return True
+        if getattr(seen, "error_code", None) == "TEMPORARILY_UNAVAILABLE":  # MLflow's wrapper of the above
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -66,6 +66,16 @@ def list_names(path: str) -> list[str]:
     return [info.base_name for info in fs.get_file_info(pafs.FileSelector(inner))]
 
 
+def file_stamps(paths: list[str]) -> dict[str, tuple[int, int]]:
+    """(modification time in ns, size) of each of `paths` that is a file: one call to its
+    filesystem for all of them (the paths share one filesystem)."""
+    if not paths:
+        return {}
+    fs, _ = filesystem(paths[0])
+    infos = fs.get_file_info([filesystem(p)[1] for p in paths])
+    return {p: (info.mtime_ns, info.size) for p, info in zip(paths, infos) if info.type == pafs.FileType.File}
+
+
 def delete_file(path: str) -> None:
     fs, inner = filesystem(path)
     fs.delete_file(inner)

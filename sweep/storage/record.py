@@ -9,6 +9,7 @@ Layout under `storage.path`:  NAME/             Tune experiment (trial state, re
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -45,14 +46,22 @@ class StudyRecord:
     updated: float = field(default_factory=time.time)
     best: dict[str, Any] | None = None
     error: str | None = None
+    # Who runs it (sweep.study.liveness stamps these; the REST service lists them):
+    owner: str | None = None  # who started it: `cli`, `job` (ray job submit) or the REST service's owner (`api`)
+    submission_id: str | None = None  # the Ray job its driver runs in now, if any (cancel stops it)
+    driver: dict[str, Any] | None = None  # the driver process now: host, pid, machine, started
 
     @property
     def cfg(self) -> PrefsweepConfig:
         return PrefsweepConfig.model_validate(self.config)
 
     def save(self, storage: str) -> None:
-        self.updated = time.time()
-        write_text(join(storage, self.name, STUDY_FILE), json.dumps(asdict(self), indent=2, default=str))
+        with _SAVING:  # the driver's heartbeat thread saves too: the last write has the last state
+            self.updated = time.time()
+            write_text(join(storage, self.name, STUDY_FILE), json.dumps(asdict(self), indent=2, default=str))
+
+
+_SAVING = threading.Lock()
 
 
 def study_dir(storage: str, name: str) -> str:
@@ -65,7 +74,10 @@ def load_record(name: str, storage: str = "runs") -> StudyRecord:
     if text is None:
         raise StudyNotFound(f"no study {name!r} under {storage} (looked for {join(storage, name, STUDY_FILE)}); "
                             "--storage names the storage.path it ran with")
-    return StudyRecord(**json.loads(text))
+    record = StudyRecord(**json.loads(text))
+    if isinstance(record.config.get("storage"), dict):
+        record.config["storage"]["path"] = storage  # the study lives where its record is (a relative path was the driver's)
+    return record
 
 
 def exists(storage: str, name: str) -> bool:

@@ -28,6 +28,7 @@ from sweep.storage.record import StudyRecord, exists, load_record, optuna_url, s
 from sweep.study import reference_cache as refcache
 from sweep.study.closing import summarize_study
 from sweep.study.console import SweepProgress, worker_logs_on_console
+from sweep.study.liveness import keep_alive
 from sweep.study.optuna_search import StudySearch, link_trial
 from sweep.study.ray_cluster import init_ray
 from sweep.study.search_space import sampler_for, total_trials
@@ -164,7 +165,7 @@ def start_study(cfg: PrefsweepConfig, *, overwrite: bool = False, progress: list
     )
     record = StudyRecord(name=cfg.name, config=cfg.model_dump(mode="json"), tracking_uri=uri,
                          experiment_id=experiment_id, parent_run_id=parent, optuna_url=url)
-    record.save(storage)
+    keep_alive(record, storage)  # saves it, stamped with who drives it, and again every few seconds while it runs
     with _fails_study(record):
         _prepare_reference_cache(record, data)
         tuner = tune.Tuner(
@@ -206,6 +207,7 @@ def resume_study(name: str, storage: str = "runs", progress: list | None = None)
         return record
     data = _load_data(cfg)
     init_ray(log_to_driver=worker_logs_on_console())
+    keep_alive(record, cfg.resolved_storage())  # running again, driven by this process
     with _fails_study(record):
         _prepare_reference_cache(record, data)
         tuner = tune.Tuner.restore(

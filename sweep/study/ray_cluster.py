@@ -7,7 +7,9 @@ import os
 import socket
 from pathlib import Path
 
-import ray
+
+class RayUnreachable(ConnectionError):
+    """RAY_ADDRESS names a cluster nobody answers for."""
 
 
 def ray_auth_token(explicit: str | None = None) -> str | None:
@@ -41,14 +43,30 @@ def use_token_auth_if_available() -> None:
     maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
+def check_reachable(address: str) -> None:
+    """A RAY_ADDRESS (host:port of a cluster's GCS) nobody answers on fails in seconds with one
+    line, not after minutes of Ray's own retries. `auto`, `ray://` and the like are Ray's."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise RayUnreachable(f"RAY_ADDRESS={address}: no Ray cluster answers there ({exc.strerror or exc}); start it "
+                             "(`ray start --head`), correct RAY_ADDRESS, or unset it to run on a local Ray") from None
+
+
 def init_ray(num_cpus: int | None = None, *, log_to_driver: bool = True) -> None:
     """`log_to_driver=False`: workers' output stays in Ray's logs, off this process's console."""
+    import ray
+
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     address = os.environ.get("RAY_ADDRESS")
     if address:
+        check_reachable(address)
         use_token_auth_if_available()
         ray.init(address=address, log_to_driver=log_to_driver)
     else:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from browser import ARTIFACTS, CHROMIUM, chromium_page, open_study_list
 from processes import wait_for
 
 from sweep.study.ray_cluster import free_port
@@ -85,9 +86,10 @@ def test_two_nodes_with_token_auth(ray_cluster, tmp_path):
     assert "token" in (refused.stdout + refused.stderr).lower()
 
 
-def test_ray_job_submit_runs_the_demo_on_both_nodes(ray_cluster, services, tmp_path):
+def test_ray_job_submit_runs_the_demo_on_both_nodes(ray_cluster, services, api, tmp_path):
     """`ray job submit --working-dir . -- prefsweep run configs/demo.yaml`, with only the
-    storage path and service URLs changed: Optuna in Postgres (--set), MLflow server (env)."""
+    storage path and service URLs changed: Optuna in Postgres (--set), MLflow server (env).
+    The REST service on the same storage lists it as a study started by a Ray job, and serves it."""
     worker = ensure_two_nodes(ray_cluster)
     study, storage = "demo-job", services.storage
     submission = f"{study}-{secrets.token_hex(3)}"
@@ -118,6 +120,34 @@ def test_ray_job_submit_runs_the_demo_on_both_nodes(ray_cluster, services, tmp_p
     assert best.returncode == 0, best.stdout + best.stderr
     assert record(storage, study)["best"]["checkpoint_path"].startswith(str(storage))
     assert (out / "config.json").is_file() and (out / "README.md").is_file()
+    served_by_the_service(api, study, submission, services)
+
+
+def served_by_the_service(api: dict, study: str, submission: str, services) -> None:
+    """What the REST service (and its page) says of a study a `ray job submit` ran."""
+    code, page = http_json(f"{api['url']}/studies", token=api["token"])
+    assert code == 200, page
+    listed = {s["name"]: s for s in page["items"]}[study]
+    assert (listed["owner"], listed["state"], listed["progress"]) == ("job", "finished", {"done": 2, "total": 2})
+    code, detail = http_json(f"{api['url']}/studies/{study}", token=api["token"])
+    assert code == 200 and detail["ray"]["submission_id"] == submission, detail
+    assert services.optuna_url not in json.dumps(detail) and "***" in detail["config"]["storage"]["optuna_url"]
+    code, trials = http_json(f"{api['url']}/studies/{study}/trials", token=api["token"])
+    assert code == 200 and [t["state"] for t in trials["trials"]] == ["finished", "finished"], trials
+    code, best = http_json(f"{api['url']}/studies/{study}/best", token=api["token"])
+    assert code == 200 and best["trial_id"] == detail["best"]["trial_id"], best
+    code, text = http_json(f"{api['url']}/studies/{study}/generate", token=api["token"], method="POST",
+                           body={"prompt": "User: Tea?\nAssistant:", "max_new_tokens": 8, "temperature": 0}, timeout=300)
+    assert code == 200 and text["trial_id"] == best["trial_id"], text
+    if CHROMIUM.exists():
+        with chromium_page() as browser:
+            row = open_study_list(browser, api["url"], api["token"], study)
+            assert "job" in row.inner_text() and "finished" in row.inner_text()
+            row.locator("a").click()
+            browser.locator("#trials tbody tr").nth(1).wait_for()
+            assert browser.locator("#facts").inner_text().count(submission) == 1
+            browser.screenshot(path=str(ARTIFACTS / "web-cluster-job-study.png"), full_page=True)
+            assert browser.errors == []
 
 
 @pytest.fixture

@@ -65,8 +65,8 @@ def test_cancel_second_mid_run(service, ray_cluster):
     # Ray really stopped the job.
     from ray.job_submission import JobSubmissionClient
 
-    from api.jobs import ray_auth_token
-    from api.settings import from_env
+    from sweep.service.ray_jobs import ray_auth_token
+    from sweep.service.settings import from_env
 
     token = ray_auth_token(from_env({}))
     client = JobSubmissionClient(ray_cluster["dashboard"], headers={"Authorization": f"Bearer {token}"} if token else {})

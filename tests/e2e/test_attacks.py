@@ -181,8 +181,8 @@ def plant_loaded_study(service, postgres, trials: int = 200) -> None:
 
     import optuna
 
-    from api.db import Database, Study
     from sweep.config.redact import write_private
+    from sweep.service.index import Database, Study
 
     cfg = set_key(tiny(LOADED), "storage", {"path": str(service.base / "runs"), "optuna_url": postgres.url("optuna")})
     storage = optuna.storages.RDBStorage(postgres.url("optuna"))

@@ -13,6 +13,7 @@ import pytest
 from helpers import BIN, REPO, optuna_trials, runs_by_kind, sweep_args
 from processes import wait_for
 
+from sweep.service.studies import study_status
 from sweep.storage.record import load_record
 from sweep.study.trials import trial_rows
 
@@ -62,8 +63,11 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(cli, tmp_path):
 
         rows, midway_id = wait_for(one_finished_one_checkpointed, 400, "one finished and one checkpointed trial",
                                    driver, interval=0.5)
+        assert study_status(name, str(storage))["state"] == "running"  # its driver beats
     finally:
         kill_group(driver)
+    # Killed without a word (the record still says running): its dead process tells.
+    assert study_status(name, str(storage))["state"] == "interrupted"
     finished_before = {r.trial_id: checkpoints(storage, name, r.trial_id) for r in rows if r.state == "finished"}
 
     proc = cli("resume", name, "--storage", str(storage))

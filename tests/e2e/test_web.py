@@ -4,26 +4,15 @@ parallel coordinates, refuses a bad launch with the field named, and the chat bo
 reply from the best checkpoint. Screenshots go to test-artifacts/ (gitignored)."""
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
+from browser import ARTIFACTS, chromium_page, needs_chromium
 
 try:
-    from .api_service import DEMO, REPO, TOKEN, Service, shared_base
+    from .api_service import DEMO, TOKEN, Service, shared_base
 except ImportError:  # tests/e2e is not a package: pytest put it on sys.path
-    from api_service import DEMO, REPO, TOKEN, Service, shared_base
+    from api_service import DEMO, TOKEN, Service, shared_base
 
-CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ARTIFACTS = REPO / "test-artifacts"
-
-pytestmark = [
-    pytest.mark.ray,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
-                       "(scripts/system-packages.sh installs it; CI runs this test)"),
-]
+pytestmark = [pytest.mark.ray, needs_chromium]
 
 
 @pytest.fixture(scope="module")
@@ -36,24 +25,9 @@ def service(ray_cluster, tmp_path_factory):
 
 
 @pytest.fixture
-def page(tmp_path):
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    profile = tmp_path / "chromium-profile"  # fresh --user-data-dir
-    with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(profile), executable_path=str(CHROMIUM), headless=True, args=FLAGS,
-            viewport={"width": 1280, "height": 900})
-        pg = context.pages[0] if context.pages else context.new_page()
-        pg.errors = []
-        pg.on("pageerror", lambda exc: pg.errors.append(str(exc)))
-        pg.set_default_timeout(30_000)
-        try:
-            yield pg
-        finally:
-            context.close()
-    shutil.rmtree(profile, ignore_errors=True)
+def page():
+    with chromium_page() as pg:
+        yield pg
 
 
 def test_page_study_trials_and_chat(service, page):

@@ -1,5 +1,4 @@
-"""Launching studies as Ray jobs (`JobSubmissionClient`) and keeping the studies table in step
-with them.
+"""Studies as Ray jobs (`JobSubmissionClient`): submitting, asking, stopping, reading logs.
 
 Ray 2.59+ clusters started by `ray start`/`ray.init` have token auth on: every Jobs API call
 carries `Authorization: Bearer <token>`, the token read from PREFSWEEP_RAY_AUTH_TOKEN,
@@ -10,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
+import socket
 import subprocess
 import sys
 import threading
@@ -19,9 +20,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from api.db import Database
-from api.settings import Settings
 from sweep.config.redact import private_dir
+from sweep.service.settings import Settings
 from sweep.study.ray_cluster import free_port
 from sweep.study.ray_cluster import ray_auth_token as cluster_token
 
@@ -57,9 +57,36 @@ def _reachable(url: str, token: str | None) -> bool:
         return False
 
 
+LOCAL_FIX = ("set PREFSWEEP_RAY_ADDRESS to a running Ray dashboard (e.g. http://HEAD:8265), or "
+             "PREFSWEEP_LOCAL_RAY_DASHBOARD_PORT to a free port for a local Ray")
+
+
+def error_line(text: str) -> str:
+    """The gist of a failed Ray command's output (a traceback): its last `...Error: message`
+    line, first sentence (Ray's own advice names its flags, not our settings)."""
+    lines = [ln.strip() for ln in plain_text(text).splitlines() if ln.strip()]
+    errors = [ln for ln in lines if re.match(r"[A-Za-z_][\w.]*(Error|Exception): ", ln)]
+    line = (errors or lines or ["no output"])[-1]
+    return line.split(". ", 1)[0].rstrip(".")[:300]
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 def start_local_ray(port: int) -> None:
     """`ray start --head` with the dashboard on 127.0.0.1:PORT and token auth on. The cluster
-    outlives the service, so a restarted service finds its jobs again."""
+    outlives the service, so a restarted service finds its jobs again. Failures are one line
+    with the fix (RayUnavailable: a 503 to API clients)."""
+    if _port_taken(port):  # `ray start` would fail there only after starting its GCS, and leave it running
+        raise RayUnavailable(f"no Ray dashboard answers on 127.0.0.1:{port}, and another program holds that port, "
+                             f"so no local Ray can start there: {LOCAL_FIX}")
     # RAY_API_SERVER_ADDRESS: the head's processes reach its own dashboard even when a later
     # `ray start` elsewhere on the machine becomes "the latest cluster" (see sweep.study.ray_cluster).
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token"),
@@ -69,7 +96,8 @@ def start_local_ray(port: int) -> None:
         # `ray start` uses a token but never creates one (ray.init does); make it like ray.init would.
         made = subprocess.run([ray_bin, "get-auth-token", "--generate"], env=env, capture_output=True, text=True)
         if made.returncode != 0:
-            raise RayUnavailable(f"could not create a Ray auth token: {made.stderr.strip()[-800:]}")
+            raise RayUnavailable(f"could not create a Ray auth token: {error_line(made.stderr)}; set RAY_AUTH_TOKEN "
+                                 "or PREFSWEEP_RAY_AUTH_TOKEN")
     # Free ports for the GCS and the dashboard agent: other clusters on this machine may hold
     # the defaults (6379, 52365), and a head whose agent cannot bind accepts no jobs.
     args = [ray_bin, "start", "--head", f"--port={free_port()}", "--include-dashboard=true",
@@ -78,7 +106,8 @@ def start_local_ray(port: int) -> None:
     log.info("starting a local Ray head: %s", " ".join(args[1:]))
     proc = subprocess.run(args, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RayUnavailable(f"could not start a local Ray head: {proc.stderr.strip()[-1500:]}")
+        raise RayUnavailable(f"could not start a local Ray head (dashboard on 127.0.0.1:{port}): "
+                             f"{error_line(proc.stderr)}; {LOCAL_FIX}")
 
 
 class RayJobs:
@@ -116,6 +145,10 @@ class RayJobs:
         if "401" in str(exc) or "Authentication" in type(exc).__name__ or "Authentication" in str(exc):
             text += (" - the cluster wants a token: set PREFSWEEP_RAY_AUTH_TOKEN or RAY_AUTH_TOKEN"
                      if not token else " - the token was refused")
+        elif self.settings.ray_address:
+            text += " - check that the cluster runs and PREFSWEEP_RAY_ADDRESS names its dashboard (e.g. http://HEAD:8265)"
+        else:
+            text += f" - is that a Ray dashboard? {LOCAL_FIX}"
         return text
 
     def _call(self, fn, *args, **kwargs):
@@ -160,43 +193,38 @@ class RayJobs:
 
     def status(self, submission_id: str) -> tuple[str, str | None]:
         info = self._call(lambda c: c.get_job_info(submission_id))
-        return str(getattr(info.status, "value", info.status)), info.message
+        return str(getattr(info.status, "value", info.status)), plain_text(info.message or "") or None
 
     def stop(self, submission_id: str) -> None:
         self._call(lambda c: c.stop_job(submission_id))
 
     def logs(self, submission_id: str) -> str:
-        return self._call(lambda c: c.get_job_logs(submission_id))
+        return plain_text(self._call(lambda c: c.get_job_logs(submission_id)))
+
+    def attached(self) -> bool:
+        """Is there a cluster to ask without starting one: a configured address, one this
+        service already talks to, or a local Ray that answers? (Studies submitted elsewhere
+        with `ray job submit` are no reason to start a local Ray.)"""
+        if self.settings.ray_address or self._client is not None:
+            return True
+        return _reachable(self.address, ray_auth_token(self.settings))
 
 
-def reconcile(db: Database, jobs: RayJobs, study_id: str | None = None) -> None:
-    """Bring unfinished studies in line with their Ray jobs. Ray unreachable: leave them."""
-    studies = db.active() if study_id is None else [s for s in db.active() if s.id == study_id]
-    for study in studies:
-        if not study.submission_id:
-            continue
-        try:
-            status, message = jobs.status(study.submission_id)
-        except JobNotFound:
-            db.update(study.id, state="interrupted",
-                      error="the Ray job is gone (cluster restarted?); `prefsweep resume` continues the study")
-            continue
-        except RayUnavailable as exc:
-            log.warning("reconcile %s: %s", study.id, exc)
-            return
-        state = JOB_STATES.get(status, study.state)
-        if state == study.state:
-            continue
-        error = None
-        if state == "failed":  # Ray's message may carry a long log excerpt: keep its end
-            error = (message or "the Ray job failed")[-1500:] + _log_tail(jobs, study.submission_id)
-        db.update(study.id, state=state, error=error)
-
-
-def _log_tail(jobs: RayJobs, submission_id: str, lines: int = 15) -> str:
+def log_tail(jobs: RayJobs, submission_id: str, lines: int = 15) -> str:
+    """The last lines of a job's log, to quote after a failure ("" if Ray cannot say)."""
     try:
         text = jobs.logs(submission_id)
     except (JobNotFound, RayUnavailable):
         return ""
     tail = [ln for ln in text.splitlines() if ln.strip()][-lines:]
     return ("\n" + "\n".join(tail))[-3000:] if tail else ""
+
+
+# Terminal control sequences: CSI (colours, cursor moves), OSC (titles, links), and the
+# two-byte escapes. Ray prefixes worker lines with coloured "(pid=...)" tags.
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+
+
+def plain_text(text: str) -> str:
+    """Log text without terminal escapes, as a page or an error message shows it."""
+    return _ANSI.sub("", text)

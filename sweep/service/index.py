@@ -1,8 +1,9 @@
 """The studies table (SQLAlchemy 2): SQLite by default, Postgres by URL.
 
-One row per study launched through the API. The row is the service's only state: trial data
-lives in the study's Optuna storage and MLflow, the job in Ray; on restart each unfinished
-row is reconciled with its Ray job (see `api.jobs.reconcile`).
+The service's index of its studies: one row per study record under its storage (however the
+study was started), kept in step with the records and with Ray jobs by sweep.service.registry,
+plus the rows of studies launched through the API whose driver has not written a record yet.
+Trial data lives in each study's Optuna storage and MLflow, the job in Ray.
 """
 from __future__ import annotations
 
@@ -15,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, String, Text, func, select
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, defer, mapped_column, sessionmaker
 
 from sweep.config.redact import private_dir
 from sweep.storage import databases as stores
 
 # pending: submitted, Ray job not started; running; finished; failed; cancelled (stopped via
-# the API); interrupted (the Ray job vanished, e.g. the cluster restarted: `prefsweep resume`).
+# the API or `ray job stop`); interrupted (the driver or its Ray job is gone: `prefsweep resume`).
 ACTIVE_STATES = ("pending", "running")
 FINAL_STATES = ("finished", "failed", "cancelled", "interrupted")
 STATES = ACTIVE_STATES + FINAL_STATES
@@ -51,10 +52,10 @@ class Study(Base):
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     def as_dict(self) -> dict[str, Any]:
-        return {c.name: _aware(getattr(self, c.name)) for c in self.__table__.columns}
+        return {c.name: aware(getattr(self, c.name)) for c in self.__table__.columns}
 
 
-def _aware(value: Any) -> Any:
+def aware(value: Any) -> Any:
     # SQLite hands datetimes back naive; they were written in UTC.
     if isinstance(value, datetime) and value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
@@ -98,6 +99,8 @@ class Database:
             study.updated_at = utcnow()
             if values.get("state") in FINAL_STATES and study.ended_at is None:
                 study.ended_at = study.updated_at
+            if values.get("state") in ACTIVE_STATES and "ended_at" not in values:
+                study.ended_at = None  # running again (resumed)
             if values.get("state") == "running" and study.started_at is None:
                 study.started_at = study.updated_at
             return study
@@ -117,6 +120,11 @@ class Database:
             total = s.scalar(count) or 0
             rows = s.scalars(query.order_by(Study.created_at.desc(), Study.id).offset(offset).limit(limit))
             return list(rows), total
+
+    def by_name(self) -> dict[str, Study]:
+        """Every row without its config (what syncing compares), by study name."""
+        with self.session() as s:
+            return {row.name: row for row in s.scalars(select(Study).options(defer(Study.config)))}
 
     def active(self) -> list[Study]:
         with self.session() as s:
