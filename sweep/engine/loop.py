@@ -21,7 +21,7 @@ import ray.train.torch
 import torch
 from torch.utils.data import DataLoader
 
-from objectives.registry import MISMATCHED_KL, get_objective
+from objectives.registry import MISMATCHED_KL, objective_of
 from sweep import tracking
 from sweep.config.schema import PrefsweepConfig
 from sweep.data.tokenize import tokenized_splits
@@ -119,7 +119,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     seed_everything(cfg.train.seed + rank)
     device = ray.train.torch.get_device()
 
-    objective = get_objective(cfg.objective.name)
+    objective = objective_of(cfg.objective)
     tokenizer = load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
     train_items, eval_items = tokenized_splits(cfg.data, objective.paired, data, tokenizer)
     pad_id = tokenizer.pad_token_id
@@ -178,7 +178,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 out = batch_loss(policy, reference, batch, objective, cfg.objective)
                 loss = out.loss
                 if not torch.isfinite(loss):
-                    message = (f"loss is {loss.item()} at step {step + 1} (objective {cfg.objective.name}, "
+                    message = (f"loss is {loss.item()} at step {step + 1} (objective {cfg.objective.label}, "
                                f"learning_rate {cfg.train.learning_rate}, beta {cfg.objective.beta}); "
                                "stopping this run")
                     if loop_config.get("run_dir"):

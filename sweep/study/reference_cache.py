@@ -16,7 +16,6 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from objectives.registry import get_objective
 from sweep import tracking
 from sweep.config.schema import PrefsweepConfig
 from sweep.engine.reference_pass import compute_and_store
@@ -28,7 +27,7 @@ def cache_decision(cfg: PrefsweepConfig) -> tuple[bool, str]:
     """(use the cache?, why) for one trial's config."""
     if not cfg.train.reference_cache:
         return False, "off: train.reference_cache is false"
-    use, why = get_objective(cfg.objective.name).reference_cache(cfg.objective)
+    use, why = cfg.objective.resolved().reference_cache(cfg.objective)
     return use, ("on" if use else f"off: {why}")
 
 

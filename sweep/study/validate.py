@@ -4,7 +4,7 @@ from __future__ import annotations
 from statistics import mean
 from typing import Any
 
-from objectives.registry import get_objective
+from objectives.registry import resolve
 from sweep.config.schema import PrefsweepConfig
 from sweep.data.loading import load_preference_data
 from sweep.data.tokenize import tokenize_completions, tokenize_pairs
@@ -12,7 +12,7 @@ from sweep.models.loading import load_tokenizer
 
 
 def validate(cfg: PrefsweepConfig) -> dict[str, Any]:
-    objectives = [get_objective(name) for name in cfg.objectives_in_play()]
+    objectives = [resolve(name) for name in cfg.objectives_in_play()]
     paired = any(o.paired for o in objectives)
     data = load_preference_data(cfg.data, paired=paired, seed=cfg.train.seed)
     tokenizer = load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
