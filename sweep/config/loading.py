@@ -93,12 +93,7 @@ def set_dotted(data: dict[str, Any], key: str, value: Any, *, known: PrefsweepCo
         params = data.setdefault("sweep", {}).setdefault(
             "parameters", known.sweep.model_dump(mode="json")["parameters"] if known else {}
         )
-        rest = parts[2:]
-        spec_keys = {"values", "value", "distribution", "min", "max", "q"}
-        if rest[-1] in spec_keys and len(rest) > 1:
-            params.setdefault(".".join(rest[:-1]), {})[rest[-1]] = value
-        else:
-            params[".".join(rest)] = value
+        _set_parameter(params, parts[2:], value)
         return
     node = data
     for part in parts[:-1]:
@@ -109,6 +104,25 @@ def set_dotted(data: dict[str, Any], key: str, value: Any, *, known: PrefsweepCo
             raise ConfigError([(key, f"{part!r} is not a section")], "--set")
         node = child
     node[parts[-1]] = value
+
+
+def _set_parameter(params: dict[str, Any], rest: list[str], value: Any) -> None:
+    """`rest`: a dotted parameter name, then `.parameters.LABEL.` and a nested one (any depth),
+    then perhaps a spec field (`objective.name.parameters.dpo.objective.beta.max`)."""
+    if "parameters" in rest[1:]:
+        at = rest.index("parameters", 1)
+        spec = params.setdefault(".".join(rest[:at]), {})
+        if at + 1 == len(rest):  # the whole mapping of branches
+            spec["parameters"] = value
+            return
+        branches = spec["parameters"] = spec.get("parameters") or {}
+        _set_parameter(branches.setdefault(rest[at + 1], {}), rest[at + 2:], value)
+        return
+    spec_keys = {"values", "value", "distribution", "min", "max", "q"}
+    if rest[-1] in spec_keys and len(rest) > 1:
+        params.setdefault(".".join(rest[:-1]), {})[rest[-1]] = value
+    else:
+        params[".".join(rest)] = value
 
 
 def load_config(source: str | Path | dict[str, Any], overrides: list[str] = ()) -> PrefsweepConfig:
@@ -200,7 +214,8 @@ def parameter_problems(config: PrefsweepConfig) -> list[tuple[str, str]]:
     valid together with the values its branch fixes."""
     problems: list[tuple[str, str]] = []
     base = config.model_dump(mode="json")
-    for field, key, spec, branch in walk(config.sweep.parameters):
+    for swept in walk(config.sweep.parameters):
+        field, key, spec, branch = swept.path, swept.key, swept.spec, swept.branch
         if key.startswith(("sweep.", "tracking.", "storage.", "name")) or key == "resources":
             problems.append((field, "only model, data, objective, train and resources keys can be swept"))
             continue
@@ -212,8 +227,7 @@ def parameter_problems(config: PrefsweepConfig) -> list[tuple[str, str]]:
                              "use method bayes or random, or give values"))
         if config.sweep.method == "grid" and spec.parameters:
             problems.append((field, "method grid cannot branch (nested `parameters`): use method bayes or random"))
-        parents = [parent for parent in branch if parent in _branched_on(config, branch)]
-        if any(parent == key or sample_rank(key) < sample_rank(parent) for parent in parents):
+        if any(parent == key or sample_rank(key) < sample_rank(parent) for parent in swept.under):
             problems.append((field, f"{key} is decided before the value it is nested under; sweep it at top level"))
             continue
         unread = _unread(config, key, branch)
@@ -225,15 +239,10 @@ def parameter_problems(config: PrefsweepConfig) -> list[tuple[str, str]]:
                 config_with(config, {**branch, key: value, **branch_defaults(spec, value)})
             except ValidationError as err:
                 msg = "; ".join(e["msg"] for e in err.errors())
-                where = "".join(f" with {k}={v!r}" for k, v in branch.items() if k in parents)
+                where = "".join(f" with {k}={v!r}" for k, v in swept.under.items())
                 problems.append((field, f"value {value!r} is invalid{where}: {msg}"))
                 break
     return problems
-
-
-def _branched_on(config: PrefsweepConfig, branch: dict[str, Any]) -> set[str]:
-    """The keys of a branch that are branched on (not nested siblings' defaults)."""
-    return {key for _, key, spec, _ in walk(config.sweep.parameters) if spec.parameters and key in branch}
 
 
 def _unread(config: PrefsweepConfig, key: str, branch: dict[str, Any]) -> str | None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -125,21 +126,35 @@ def sample_rank(key: str) -> int:
     return 1 + gated.index(key) if key in gated else 1 + len(gated)
 
 
-def walk(parameters: dict[str, ParameterSpec], prefix: str = "sweep.parameters") -> Iterator[
-        tuple[str, str, ParameterSpec, dict[str, Any]]]:
-    """Every parameter spec, nested ones included: (dotted field path for messages, config key,
-    spec, the values a trial in its branch has: the values branched on, and the first edge
-    value of each nested sibling)."""
-    yield from _walk(parameters, prefix, {})
+@dataclass(frozen=True)
+class Swept:
+    """One parameter spec of a sweep, nested ones included. path: its dotted field path (for
+    messages); key: the config key it sets; under: {key: value} of the values it is nested under;
+    branch: the values a trial in its branch has (`under` plus the first edge value of each
+    nested sibling)."""
+
+    path: str
+    key: str
+    spec: ParameterSpec
+    under: dict[str, Any]
+    branch: dict[str, Any]
+
+    def describe(self) -> str:
+        return self.key + "".join(f" (if {k}={value_label(v)})" for k, v in self.under.items())
 
 
-def _walk(parameters, prefix, branch):
+def walk(parameters: dict[str, ParameterSpec], prefix: str = "sweep.parameters") -> Iterator[Swept]:
+    """Every parameter spec of a sweep, nested ones after the one they branch from."""
+    yield from _walk(parameters, prefix, {}, {})
+
+
+def _walk(parameters, prefix, under, branch):
     for key, spec in parameters.items():
         path = f"{prefix}.{key}"
-        yield path, key, spec, branch
+        yield Swept(path, key, spec, under, branch)
         for label in spec.parameters or {}:
             value = next(v for v in spec.values or [] if value_label(v) == label)
-            yield from _walk(spec.parameters[label], f"{path}.parameters.{label}",
+            yield from _walk(spec.parameters[label], f"{path}.parameters.{label}", {**under, key: value},
                              {**branch, key: value, **branch_defaults(spec, value)})
 
 
@@ -151,7 +166,7 @@ def branch_defaults(spec: ParameterSpec, value: Any) -> dict[str, Any]:
 
 def values_of(parameters: dict[str, ParameterSpec], key: str) -> list[Any] | None:
     """Every value `key` may take in a sweep (at top level or nested), None when it is not swept."""
-    found = [value for _, k, spec, _ in walk(parameters) if k == key for value in spec.edge_values()]
+    found = [value for swept in walk(parameters) if swept.key == key for value in swept.spec.edge_values()]
     return found or None
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from objectives.registry import resolve
 from sweep.config.schema import PrefsweepConfig
+from sweep.config.search import walk
 from sweep.data.loading import load_preference_data
 from sweep.data.tokenize import tokenize_completions, tokenize_pairs
 from sweep.models.loading import load_tokenizer
@@ -30,7 +31,7 @@ def validate(cfg: PrefsweepConfig) -> dict[str, Any]:
         **data.summary(),
         "tokens per row (first 2000: mean / max)": f"{mean(lengths):.1f} / {max(lengths)}",
         "rows at max_length": sum(n >= cfg.data.max_length for n in lengths),
-        "swept parameters": sorted(cfg.sweep.parameters),
+        "swept parameters": [swept.describe() for swept in walk(cfg.sweep.parameters)],
         "paths resolved beside the config file": cfg._resolved_paths or "none",
         "sweep": f"{cfg.sweep.method}, {cfg.sweep.num_trials} trials, metric {cfg.sweep.metric.name} "
                  f"({cfg.sweep.metric.goal})",
