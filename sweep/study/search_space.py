@@ -8,7 +8,7 @@ objective's own ranges under `objective.name`). Keys are drawn objective name fi
 hyperparameters others depend on, then the rest (`sweep.config.search.sample_rank`).
 
 A nested parameter is told to Optuna under a branch-qualified name,
-`objective.name=simpo/objective.beta`: one name may have a log range in one branch and a linear
+`objective.name=simpo | objective.beta`: one name may have a log range in one branch and a linear
 one in another, which Optuna refuses for a single name, and TPE learns each branch's density on
 its own. The trial's config gets the plain dotted key (`trial_values`).
 """
@@ -24,7 +24,9 @@ from sweep.config.schema import ObjectiveConfig, ParameterSpec, SweepConfig
 from sweep.config.search import OBJECTIVE_KEY, sample_rank, value_label
 
 PARAMS_ATTR = "prefsweep.params"  # Optuna user attribute: the sampled values as the trial used them
-BRANCH_MARK = "/"  # in Optuna parameter names only: "<parent>=<label>/<key>"; no config key holds one
+# In Optuna parameter names only: "<parent>=<label> | <key>". No config key holds it, and it is not
+# Tune's "/", which OptunaSearch.suggest would turn into nested config dicts.
+BRANCH_MARK = " | "
 
 
 def constants(sweep: SweepConfig) -> dict[str, Any]:

@@ -56,17 +56,17 @@ def test_each_objective_draws_its_own_ranges_and_only_what_it_reads():
         seen.add(name)
         expected = {"objective.name", "objective.beta", "train.learning_rate"}
         if name == "dpo":
-            assert 0.01 <= beta <= 0.5 and "objective.name=dpo/objective.beta" in recorded
+            assert 0.01 <= beta <= 0.5 and "objective.name=dpo | objective.beta" in recorded
             expected.add("objective.label_smoothing")
         elif name in ("sigmoid_norm", "simpo"):
-            assert 1.0 <= beta <= 10.0 and f"objective.name={name}/objective.beta" in recorded
+            assert 1.0 <= beta <= 10.0 and f"objective.name={name} | objective.beta" in recorded
             if name == "simpo":
                 assert 0.1 <= config["objective.gamma_beta_ratio"] <= 0.8
                 expected.add("objective.gamma_beta_ratio")  # and not gamma: the ratio replaces it
         else:  # apo_zero: no branch of its own, the top-level values
             assert beta in (0.05, 0.1) and "objective.beta" in recorded
         assert set(config) == expected, config
-        assert not any("/" in key for key in config)  # branch names stay Optuna's
+        assert not any("|" in key for key in config)  # branch names stay Optuna's
     assert seen == {"dpo", "sigmoid_norm", "simpo", "apo_zero"}
 
 
@@ -187,3 +187,18 @@ def test_set_reaches_nested_specs():
     ])
     branches = cfg.sweep.parameters["objective.name"].parameters
     assert branches["dpo"]["objective.beta"].max == 0.3 and branches["apo_zero"]["objective.beta"].values == [0.1, 0.2]
+
+
+def test_the_studys_searcher_hands_tune_plain_dotted_keys(tmp_path):
+    """Through Ray Tune's OptunaSearch, which merges Optuna's own names into the config it returns
+    (and would nest any name with a '/'): the trial config holds the dotted keys only."""
+    from sweep.config.schema import PrefsweepConfig
+    from sweep.study.optuna_search import StudySearch
+
+    cfg = PrefsweepConfig(name="branches", sweep={"parameters": PER_OBJECTIVE, "method": "random"})
+    search = StudySearch(cfg, optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/optuna.db"))
+    for number in range(12):
+        config = search.suggest(f"t{number}")
+        assert set(config) >= {"objective.name", "objective.beta", "train.learning_rate"}, config
+        assert all(isinstance(value, (str, float, int)) for value in config.values()), config
+        search.on_trial_complete(f"t{number}", {"eval/rewards/accuracies": 0.5, "training_iteration": 1})
