@@ -142,9 +142,10 @@ class TrainConfig(Strict):
         True,
         description="Compute the frozen reference model's log-probs of the train and eval rows once per "
         "study (one entry per tokenization setting) and share them with every trial, instead of running a "
-        "reference model in each. Used where the reference is frozen and per-row: dpo, ipo, hinge, robust, "
-        "pmpo with kl_estimator=sample, and kto's matched rows (its mismatched KL rows stay live); ignored "
-        "for reference-free objectives and pmpo's exact KL.",
+        "reference model in each. Used where the reference is frozen and per-row: the DPOTrainer losses (dpo, "
+        "sigmoid, ipo, ...), pmpo with kl_estimator=sample, and kto's matched rows (its mismatched KL rows stay "
+        "live); ignored for reference-free objectives, pmpo's exact KL, LD-DPO (ld_alpha) and a reference that "
+        "moves (sync_ref_model, ema_tau).",
     )
     group_by_length: bool = Field(
         True,
