@@ -24,6 +24,16 @@ class ObjectiveParams(Protocol):
     kl_estimator: str
     desirable_weight: float
     undesirable_weight: float
+    f_divergence_type: str
+    f_alpha_divergence_coef: float
+    use_weighting: bool
+    ld_alpha: float | None
+    discopop_tau: float
+    gamma_beta_ratio: float | None
+    sync_ref_model: bool
+    ref_model_mixup_alpha: float
+    ref_model_sync_steps: int
+    ema_tau: float | None
 
 
 @dataclass
@@ -33,8 +43,14 @@ class PairedLogps:
     chosen, rejected: [B] completion log-probs summed over completion tokens (policy).
     chosen_tokens, rejected_tokens: [B] number of completion tokens (for length-normalised
         objectives such as IPO, SimPO, ORPO).
-    ref_chosen, ref_rejected: [B] the same sums under the frozen reference model, or None for
+    ref_chosen, ref_rejected: [B] the same sums under the reference model, or None for
         reference-free objectives.
+    chosen_tail, rejected_tail, ref_chosen_tail, ref_rejected_tail: [B] the part of those sums
+        over the completion tokens past the pair's shared length min(|y_w|, |y_l|) (LD-DPO's
+        "verbose" tokens); None unless an objective asks for LENGTH_TAIL.
+    chosen_wpo, rejected_wpo: [B] sum over completion tokens of log p(y_t) - log sum_v p(v)^2
+        under the policy, without gradient (WPO's aligned log-probs); None unless an objective
+        asks for WPO_WEIGHTS.
     """
 
     chosen: Tensor
@@ -43,6 +59,12 @@ class PairedLogps:
     rejected_tokens: Tensor
     ref_chosen: Tensor | None = None
     ref_rejected: Tensor | None = None
+    chosen_tail: Tensor | None = None
+    rejected_tail: Tensor | None = None
+    ref_chosen_tail: Tensor | None = None
+    ref_rejected_tail: Tensor | None = None
+    chosen_wpo: Tensor | None = None
+    rejected_wpo: Tensor | None = None
 
 
 @dataclass

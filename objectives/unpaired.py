@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from objectives.dpo_family import READ_WHEN, TR_DPO
 from objectives.registry import EXACT_KL, MISMATCHED_KL, register
 from objectives.types import LossOutput, ObjectiveParams, UnpairedLogps, detached_mean
 
@@ -35,7 +36,8 @@ def _per_set_means(values: Tensor, accepted: Tensor) -> tuple[Tensor, Tensor]:
     "kto",
     paired=False,
     needs_reference=True,
-    hyperparameters=("beta", "desirable_weight", "undesirable_weight"),
+    hyperparameters=("beta", "desirable_weight", "undesirable_weight", *TR_DPO),
+    read_when={name: READ_WHEN[name] for name in TR_DPO if name in READ_WHEN},
     metrics=("rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected", "kl"),
     extra_inputs=frozenset({MISMATCHED_KL}),
 )
@@ -58,7 +60,8 @@ def kto(logps: UnpairedLogps, params: ObjectiveParams) -> LossOutput:
     beta*r_i, ``logps/chosen`` = mean over accepted rows of logps_i (likewise ``*/rejected``);
     ``rewards/margins`` = rewards/chosen - rewards/rejected. TRL's KTO reports no
     ``rewards/accuracies`` (there are no pairs to compare). A set absent from the batch makes
-    its metrics (and the margins) NaN, see the module docstring.
+    its metrics (and the margins) NaN, see the module docstring. TR-DPO's reference sync
+    (``sync_ref_model``) applies as in TRL's KTOConfig; the engine moves the reference.
     """
     if logps.ref_logps is None:
         raise ValueError("kto needs reference log-probs (ref_logps)")
@@ -105,10 +108,12 @@ def _pmpo_kl_rows(logps: UnpairedLogps, params: ObjectiveParams) -> Tensor | Non
     "pmpo",
     paired=False,
     needs_reference=True,
-    hyperparameters=("alpha", "beta", "kl_estimator"),
+    hyperparameters=("alpha", "beta", "kl_estimator", "ema_tau"),
     metrics=("logps/accepted", "logps/rejected", "logps/margins", "kl"),
     extra_inputs={EXACT_KL: lambda params: params.kl_estimator == "exact"},  # read only by the exact estimator
     zero_beta_ok=True,
+    check=lambda params: [("ema_tau", "moves a reference that beta 0 never reads; set beta > 0 or ema_tau null")]
+    if params.ema_tau is not None and params.beta == 0 else [],
 )
 def pmpo(logps: UnpairedLogps, params: ObjectiveParams) -> LossOutput:
     """PMPO (Abdolmaleki et al. 2024, "Preference Optimization as Probabilistic Inference").
@@ -135,6 +140,9 @@ def pmpo(logps: UnpairedLogps, params: ObjectiveParams) -> LossOutput:
                   EXACT_KL; the worker computes it only when kl_estimator == "exact".
       ``sample``: Schulman's k3 estimate from ref_logps (see ``_pmpo_kl_rows``); works from
                   cached reference log-probs.
+    ``ema_tau`` (the PMPO seed's moving reference): after every optimizer step the reference
+    becomes (1 - ema_tau) * reference + ema_tau * policy, so the KL holds the policy near its own
+    recent past instead of the initial model; the engine moves it, the loss is unchanged.
     With beta == 0 there is no KL term: the worker may then skip the reference model entirely
     (ref_logps / exact_kl None) and the ``kl`` metric is NaN; when they are given anyway,
     ``kl`` is still reported.

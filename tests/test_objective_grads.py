@@ -152,6 +152,85 @@ def test_pmpo_exact_kl_carries_its_gradient():
 
 
 # ---------------------------------------------------------------------------------------------
+# TRL's other DPOTrainer loss types, f-divergences, WPO and LD-DPO
+
+
+def near_reference(name: str, margin_scale: float = 1.0, **params) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients w.r.t. chosen and rejected log-probs for three pairs a little off the reference
+    (log-ratios within +-0.3 nats, times `margin_scale`), with LD tails and WPO inputs given."""
+    ref_chosen = torch.tensor([-5.0, -6.0, -9.0], dtype=torch.float64)
+    ref_rejected = torch.tensor([-6.0, -4.5, -8.0], dtype=torch.float64)
+    chosen = leaf((ref_chosen + margin_scale * torch.tensor([0.1, -0.2, 0.05], dtype=torch.float64)).tolist())
+    rejected = leaf((ref_rejected + margin_scale * torch.tensor([-0.1, 0.3, 0.0], dtype=torch.float64)).tolist())
+    tail = lambda x: 0.3 * x  # noqa: E731 - a share of the sum past the shared length
+    logps = PairedLogps(
+        chosen=chosen, rejected=rejected, chosen_tokens=torch.tensor([3, 4, 6]), rejected_tokens=torch.tensor([2, 5, 5]),
+        ref_chosen=ref_chosen, ref_rejected=ref_rejected, chosen_tail=tail(chosen), rejected_tail=tail(rejected),
+        ref_chosen_tail=tail(ref_chosen), ref_rejected_tail=tail(ref_rejected),
+        chosen_wpo=leaf([-1.0, -2.0, -1.5]), rejected_wpo=leaf([-0.5, -1.0, -2.5]),
+    )
+    config = ObjectiveConfig(name=name, **params)
+    config.resolved().fn(logps, config).loss.backward()
+    assert logps.chosen_wpo.grad is None or not logps.chosen_wpo.grad.any()  # WPO's weights carry no gradient
+    return chosen.grad, rejected.grad
+
+
+SEPARATING = ["sigmoid", "sigmoid_norm", "nca_pair", "bco_pair", "sppo_hard", "aot", "aot_unpaired", "apo_zero"]
+
+
+@pytest.mark.parametrize("name", SEPARATING)
+@pytest.mark.parametrize("beta", [0.1, 0.5])
+def test_trl_losses_push_chosen_up_and_rejected_down(name, beta):
+    chosen_grad, rejected_grad = near_reference(name, beta=beta)
+    assert (chosen_grad < 0).all(), chosen_grad
+    assert (rejected_grad > 0).all(), rejected_grad
+
+
+@pytest.mark.parametrize("settings", [
+    dict(f_divergence_type="forward_kl"), dict(f_divergence_type="js_divergence"),
+    dict(f_divergence_type="alpha_divergence", f_alpha_divergence_coef=0.3), dict(use_weighting=True),
+    dict(ld_alpha=0.5), dict(label_smoothing=1e-3, name="exo_pair"), dict(name="hinge"), dict(name="ipo"),
+    dict(name=["sigmoid", "bco_pair", "sft"], loss_weights=[0.8, 0.2, 1.0]),
+])
+def test_f_divergences_wpo_ld_and_mixtures_keep_the_direction(settings):
+    settings = {"name": "sigmoid", "beta": 0.3, **settings}
+    chosen_grad, rejected_grad = near_reference(**settings)
+    assert (chosen_grad < 0).all() and (rejected_grad > 0).all(), (chosen_grad, rejected_grad)
+
+
+def test_wpo_scales_each_pair_by_its_weight():
+    plain, _ = near_reference("sigmoid", beta=0.3)
+    weighted, _ = near_reference("sigmoid", beta=0.3, use_weighting=True)
+    # exp(mean aligned log-probs) of both completions: 0.5 nats or more below 0, so weights < 1.
+    assert (weighted.abs() < plain.abs()).all() and (weighted != 0).all()
+
+
+def test_ld_alpha_shrinks_the_pull_on_the_tails():
+    full, _ = near_reference("sigmoid", beta=0.3)
+    half, _ = near_reference("sigmoid", beta=0.3, ld_alpha=0.5)
+    assert (half.abs() < full.abs()).all()
+
+
+def test_apo_down_lowers_the_pair_and_widens_its_margin():
+    chosen_grad, rejected_grad = near_reference("apo_down", beta=0.5)
+    assert (chosen_grad + rejected_grad > 0).all()  # both likelihoods, taken together, pushed down
+    assert (rejected_grad > 0).all() and (rejected_grad > chosen_grad).all()  # the rejected more
+
+
+@pytest.mark.parametrize("margin_scale", [-20.0, 20.0])
+def test_discopop_separates_pairs_away_from_its_switch(margin_scale):
+    # beta * margin of +-2 and more: logistic for wrongly ranked pairs, exponential for right ones. Near a
+    # margin of 0 its sigmoid(x / tau) switch may push either way (the paper's loss is not convex there).
+    chosen_grad, rejected_grad = near_reference("discopop", margin_scale=margin_scale, beta=0.5)
+    assert (chosen_grad[:2] < 0).all() and (rejected_grad[:2] > 0).all(), (chosen_grad, rejected_grad)
+
+
+def test_sft_raises_only_the_chosen_completions():
+    chosen_grad, rejected_grad = near_reference("sft")
+    assert (chosen_grad < 0).all() and (rejected_grad is None or not rejected_grad.any())
+
+
+# ---------------------------------------------------------------------------------------------
 # Degenerate and missing inputs
 
 

@@ -11,11 +11,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from objectives.registry import EXACT_KL, MISMATCHED_KL, get_objective, objective_names
+from objectives.registry import EXACT_KL, LENGTH_TAIL, MISMATCHED_KL, WPO_WEIGHTS, get_objective, objective_names
 from objectives.types import PairedLogps, UnpairedLogps
 from sweep.config.schema import ObjectiveConfig
 
-PAIRED = ("dpo", "ipo", "hinge", "robust", "simpo", "orpo")
+# TRL 1.16 DPOTrainer's loss types (ours: dpo is its sigmoid plus cDPO), then the other paired ones.
+DPO_TRAINER = ("sigmoid", "dpo", "hinge", "ipo", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard", "aot",
+               "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+PAIRED = (*DPO_TRAINER, "simpo", "orpo")
 UNPAIRED = ("kto", "pmpo")
 
 
@@ -88,15 +91,34 @@ KTO_METRICS = DPO_METRICS - {"rewards/accuracies"} | {"kl"}
 PMPO_METRICS = {"logps/accepted", "logps/rejected", "logps/margins", "kl"}
 
 
+# Every DPOTrainer loss type reads these (TRL applies LD-DPO and TR-DPO to all of them).
+DPO_COMMON = {"beta", "ld_alpha", "sync_ref_model", "ref_model_mixup_alpha", "ref_model_sync_steps"}
+F_DIV = {"f_divergence_type", "f_alpha_divergence_coef"}
+TR_DPO = {"sync_ref_model", "ref_model_mixup_alpha", "ref_model_sync_steps"}
+DPO_INPUTS = {LENGTH_TAIL, WPO_WEIGHTS}
+
+
 @pytest.mark.parametrize("name, is_paired, needs_reference, hyperparameters, extra_inputs, metrics", [
-    ("dpo", True, True, {"beta", "label_smoothing"}, set(), DPO_METRICS),
-    ("ipo", True, True, {"beta"}, set(), DPO_METRICS),
-    ("hinge", True, True, {"beta"}, set(), DPO_METRICS),
-    ("robust", True, True, {"beta", "label_smoothing"}, set(), DPO_METRICS),
-    ("simpo", True, False, {"beta", "gamma", "label_smoothing"}, set(), DPO_METRICS),
+    ("sigmoid", True, True, DPO_COMMON | F_DIV | {"use_weighting"}, DPO_INPUTS, DPO_METRICS),
+    ("dpo", True, True, DPO_COMMON | F_DIV | {"use_weighting", "label_smoothing"}, DPO_INPUTS, DPO_METRICS),
+    ("ipo", True, True, DPO_COMMON | F_DIV | {"use_weighting"}, DPO_INPUTS, DPO_METRICS),
+    ("hinge", True, True, DPO_COMMON | F_DIV | {"use_weighting"}, DPO_INPUTS, DPO_METRICS),
+    ("robust", True, True, DPO_COMMON | F_DIV | {"use_weighting", "label_smoothing"}, DPO_INPUTS, DPO_METRICS),
+    ("exo_pair", True, True, DPO_COMMON | F_DIV | {"use_weighting", "label_smoothing"}, DPO_INPUTS, DPO_METRICS),
+    ("discopop", True, True, DPO_COMMON | F_DIV | {"use_weighting", "discopop_tau"}, DPO_INPUTS, DPO_METRICS),
+    ("sigmoid_norm", True, True, DPO_COMMON | F_DIV | {"use_weighting"}, DPO_INPUTS, DPO_METRICS),
+    ("sft", True, True, DPO_COMMON | F_DIV | {"use_weighting"}, DPO_INPUTS, DPO_METRICS),
+    ("nca_pair", True, True, DPO_COMMON | {"use_weighting"}, DPO_INPUTS, DPO_METRICS),
+    ("bco_pair", True, True, DPO_COMMON | {"use_weighting"}, DPO_INPUTS, DPO_METRICS),
+    ("sppo_hard", True, True, DPO_COMMON | {"use_weighting"}, DPO_INPUTS, DPO_METRICS),
+    ("apo_zero", True, True, DPO_COMMON | {"use_weighting"}, DPO_INPUTS, DPO_METRICS),
+    ("apo_down", True, True, DPO_COMMON | {"use_weighting"}, DPO_INPUTS, DPO_METRICS),
+    ("aot", True, True, DPO_COMMON | {"label_smoothing"}, {LENGTH_TAIL}, DPO_METRICS),  # no WPO: sorted rows
+    ("aot_unpaired", True, True, DPO_COMMON | {"label_smoothing"}, {LENGTH_TAIL}, DPO_METRICS),
+    ("simpo", True, False, {"beta", "gamma", "gamma_beta_ratio", "label_smoothing"}, set(), DPO_METRICS),
     ("orpo", True, False, {"beta"}, set(), DPO_METRICS | {"nll_loss", "log_odds_ratio", "log_odds_chosen"}),
-    ("kto", False, True, {"beta", "desirable_weight", "undesirable_weight"}, {MISMATCHED_KL}, KTO_METRICS),
-    ("pmpo", False, True, {"alpha", "beta", "kl_estimator"}, {EXACT_KL}, PMPO_METRICS),
+    ("kto", False, True, {"beta", "desirable_weight", "undesirable_weight"} | TR_DPO, {MISMATCHED_KL}, KTO_METRICS),
+    ("pmpo", False, True, {"alpha", "beta", "kl_estimator", "ema_tau"}, {EXACT_KL}, PMPO_METRICS),
 ])
 def test_registry_metadata(name, is_paired, needs_reference, hyperparameters, extra_inputs, metrics):
     objective = get_objective(name)
@@ -140,7 +162,7 @@ def full_unpaired() -> UnpairedLogps:
 @pytest.mark.parametrize("name", PAIRED + UNPAIRED)
 def test_declared_metrics_are_reported_as_detached_scalars(name):
     logps = paired() if name in PAIRED else full_unpaired()
-    out = run(name, logps, beta=0.1)
+    out = run(name, logps, beta=0.1, **({"label_smoothing": 1e-3} if name == "exo_pair" else {}))
     assert set(out.metrics) == set(get_objective(name).metrics) - {"loss"}
     for value in out.metrics.values():
         assert value.dim() == 0 and not value.requires_grad and math.isfinite(float(value))

@@ -122,3 +122,21 @@ def test_training_with_the_cache_equals_training_without(objective, monkeypatch,
         assert "eval/loss" in names and "rewards/margins" in names
         for name in names:
             assert b[name] == pytest.approx(a[name], rel=1e-4, abs=1e-5), name
+
+
+def test_moving_references_step_aside_and_the_cached_trials_share_one_pass(tmp_path):
+    """Trials of one sweep mixing objectives: the cached ones (dpo, sigmoid_norm, apo_zero, an MPO
+    mixture) share one entry and one pass; TR-DPO, an EMA reference and LD-DPO stay live and say why."""
+    data, study = tiny_data(), str(tmp_path / "study")
+    cached = [{"name": "dpo"}, {"name": "sigmoid_norm", "beta": 2.0}, {"name": "apo_zero"},
+              {"name": ["sigmoid", "bco_pair", "sft"], "loss_weights": [0.8, 0.2, 1.0]}]
+    live = {"sync_ref_model": "moves during training (TR-DPO soft", "ema_tau": "moves during training (an EMA",
+            "ld_alpha": "shared length"}
+    entries = {refcache.ensure_entry(tiny_config(objective=objective), data, study)[0] for objective in cached}
+    assert len(entries) == 1 and None not in entries and reference_store.count_passes(study) == 1
+    for setting, why in live.items():
+        objective = {"name": "pmpo", "ema_tau": 0.1} if setting == "ema_tau" else {"name": "sigmoid", setting: (
+            True if setting == "sync_ref_model" else 0.5)}
+        entry, note, computed = refcache.ensure_entry(tiny_config(objective=objective), data, study)
+        assert entry is None and not computed and note.startswith("off: ") and why in note, note
+    assert reference_store.count_passes(study) == 1

@@ -9,12 +9,11 @@ on the same rows in the same order, with a separate frozen copy of the initial m
 The policy is the initial model plus seeded weight noise, so log-ratios are a few nats (not all
 zero) and pairs rank both ways; TRL gets its own copies of that policy and of the unperturbed reference.
 
-Covered: DPO sigmoid / ipo / hinge / robust (DPOTrainer), KTO (KTOTrainer), SimPO (CPOTrainer with
-loss_type="simpo", cpo_alpha=0), ORPO (ORPOTrainer). Known differences are handled as follows
-(the first three are documented in objectives/pairwise.py and objectives/unpaired.py):
+Covered here: KTO (KTOTrainer), SimPO (CPOTrainer with loss_type="simpo", cpo_alpha=0), ORPO
+(ORPOTrainer); every DPOTrainer loss type, single and mixed, each f-divergence, WPO and LD-DPO are in
+tests/test_trl_dpo_parity.py; the shared fixtures and helpers in tests/trl_support.py. Known
+differences are handled as follows (documented in objectives/pairwise.py and objectives/unpaired.py):
 
-* DPO sigmoid: TRL 1.16 ignores label_smoothing there (we apply cDPO), so it is compared at ls = 0;
-  robust is compared at ls > 0.
 * ORPO: TRL's NLL term also covers the prompt tokens, ours only the completion. Everything else
   (odds-ratio term, rewards, log-probs, log-odds metrics) is compared exactly, and the NLL difference
   is tested explicitly: TRL's value equals ours recomputed over prompt + completion tokens.
@@ -29,221 +28,34 @@ loss_type="simpo", cpo_alpha=0), ORPO (ORPOTrainer). Known differences are handl
 """
 from __future__ import annotations
 
-import copy
-import math
-
 import pytest
 import torch
+from trl_support import (  # noqa: F401 - fixtures are found by name
+    COMPLETIONS,
+    MAX_LENGTH,
+    MAX_PROMPT_LENGTH,
+    PAIRS,
+    REWARD_METRICS,
+    assert_close,
+    assert_metrics_match,
+    assert_not_degenerate,
+    config_kwargs,
+    fresh,
+    models,
+    our_completion_batch,
+    our_loss,
+    our_pair_batch,
+    pair_dataset,
+    pytestmark,
+    rows,
+    run_trainer,
+    tokenizer,
+    tokenizer_without_bos,
+)
 
-pytest.importorskip("trl")
-
-from objectives.logprobs import completion_logps  # noqa: E402
-from objectives.registry import get_objective  # noqa: E402
-from sweep.config.schema import ObjectiveConfig  # noqa: E402
-from sweep.data.formats import LabeledCompletion, PreferencePair  # noqa: E402
-from sweep.data.tokenize import tokenize_completions, tokenize_pairs  # noqa: E402
-from sweep.engine.batch_loss import batch_loss  # noqa: E402
-from sweep.engine.collate import CompletionCollator, PairCollator  # noqa: E402
-from sweep.engine.reference import Reference  # noqa: E402
-from sweep.engine.sequence_logps import forward_logits  # noqa: E402
-from sweep.models.builtin import builtin_path  # noqa: E402
-
-pytestmark = [
-    pytest.mark.filterwarnings("ignore::FutureWarning"),
-    pytest.mark.filterwarnings("ignore::UserWarning"),
-    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
-]
-
-RTOL, ATOL = 1e-4, 1e-5
-MAX_LENGTH, MAX_PROMPT_LENGTH = 512, 256  # far above the rows below: nothing is truncated
-NOISE_SEED, NOISE_SCALE = 1234, 0.05  # uniform in +-0.05 on weights of std 0.02: log-ratios of a few nats
-
-EOS = "<|endoftext|>"
-
-# Different lengths (so rows are padded), one row whose prompt's last token merges with both
-# completions ("The c" + "at ..." -> "The cat ..."), one completion already ending with EOS.
-PAIRS = [
-    PreferencePair("How do I cook a", " fish? Boil it in water.", " bird?"),
-    PreferencePair("The c", "at sat on the mat.", "at ran."),
-    PreferencePair("User: Can you help me find the key?\nAssistant:", " Yes, it is here.", " No." + EOS),
-    PreferencePair("I think", " we should go home now, because it is late and the food is cold.", " so."),
-]
-
-COMPLETIONS = [
-    LabeledCompletion("How do I cook a", " fish? Boil it in water.", True),
-    LabeledCompletion("The c", "at sat on the mat.", False),
-    LabeledCompletion("User: Can you help me find the key?\nAssistant:", " Yes, it is here.", True),
-    LabeledCompletion("I think", " we should go home now, because it is late.", False),
-    LabeledCompletion("Please", " open the door" + EOS, True),
-]
-
-
-# --- models, data and our side ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(builtin_path("builtin:tiny-gpt2"))
-
-
-@pytest.fixture(scope="module")
-def tokenizer_without_bos(tokenizer):
-    """The builtin tokenizer minus its bos_token, which only TRL's CPO/ORPO tokenization reads."""
-    tok = copy.deepcopy(tokenizer)
-    tok.bos_token = None
-    assert tok.bos_token_id is None and tok.eos_token_id == tokenizer.eos_token_id
-    ours = tokenize_pairs(PAIRS, tok, max_length=MAX_LENGTH, max_prompt_length=MAX_PROMPT_LENGTH)
-    assert ours == tokenize_pairs(PAIRS, tokenizer, max_length=MAX_LENGTH, max_prompt_length=MAX_PROMPT_LENGTH)
-    return tok
-
-
-@pytest.fixture(scope="module")
-def models():
-    """(policy, reference): the initial model plus seeded uniform noise on every weight, and the initial model."""
-    from transformers import AutoModelForCausalLM
-
-    reference = AutoModelForCausalLM.from_pretrained(builtin_path("builtin:tiny-gpt2"), dtype=torch.float32)
-    config = reference.config
-    assert config.resid_pdrop == config.embd_pdrop == config.attn_pdrop == 0.0
-    policy = copy.deepcopy(reference)
-    generator = torch.Generator().manual_seed(NOISE_SEED)
-    with torch.no_grad():
-        for param in policy.parameters():
-            param.add_((torch.rand(param.shape, generator=generator) * 2 - 1) * NOISE_SCALE)
-    for model in (policy, reference):
-        model.train()  # as in a training step; dropout is 0, so train and eval forward passes agree
-        model.requires_grad_(False)
-    return policy, reference
-
-
-fresh = copy.deepcopy  # each TRL trainer gets its own copies: trainers patch the model's forward in place
-
-
-def our_pair_batch(pairs, tokenizer):
-    tokenized = tokenize_pairs(pairs, tokenizer, max_length=MAX_LENGTH, max_prompt_length=MAX_PROMPT_LENGTH)
-    return PairCollator(tokenizer.pad_token_id)(list(enumerate(tokenized)))
-
-
-def our_completion_batch(rows, tokenizer):
-    tokenized = tokenize_completions(rows, tokenizer, max_length=MAX_LENGTH, max_prompt_length=MAX_PROMPT_LENGTH)
-    return CompletionCollator(tokenizer.pad_token_id, mismatched=True)(list(enumerate(tokenized)))
-
-
-@torch.no_grad()
-def our_loss(models, batch, **params):
-    """-> (batch loss, metrics, per-row losses)."""
-    policy, reference = models
-    config = ObjectiveConfig(**params)
-    out = batch_loss(policy, Reference(model=reference), batch, get_objective(config.name), config)
-    return out.loss.item(), {name: value.item() for name, value in out.metrics.items()}, out.losses
-
-
-def rows(ids: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
-    return [row[m.bool()].tolist() for row, m in zip(ids, mask)]
-
-
-def assert_close(name, ours, theirs):
-    assert math.isfinite(ours) and math.isfinite(theirs), (name, ours, theirs)
-    assert ours == pytest.approx(theirs, rel=RTOL, abs=ATOL), f"{name}: ours {ours!r} != TRL {theirs!r}"
-
-
-def assert_metrics_match(ours: dict[str, float], theirs: dict[str, float], expected: set[str]):
-    """Every metric we report has a TRL name; `expected` names are present on both sides and equal."""
-    assert set(ours) <= set(theirs), f"metrics TRL does not log: {sorted(set(ours) - set(theirs))}"
-    assert expected <= set(ours), f"missing: {sorted(expected - set(ours))}"
-    for name in sorted(ours):
-        assert_close(name, ours[name], theirs[name])
-
-
-def run_trainer(trainer):
-    """TRL's first train batch and its loss and metrics, from the trainer's own compute_loss.
-
-    -> (batch, loss, metrics). Each call appends one value per metric to the lists the trainer logs
-    from: `_metrics["train"]` (DPO, KTO) or `_stored_metrics["train"]` (CPO, ORPO).
-    """
-    batch = next(iter(trainer.get_train_dataloader()))
-    trainer.model.train()  # DPO/KTO file metrics under "train" by the model's mode; dropout is 0 anyway
-    with torch.no_grad():
-        loss = trainer.compute_loss(trainer.model, batch)
-    store = trainer._metrics if hasattr(trainer, "_metrics") else trainer._stored_metrics
-    return batch, loss.item(), {name: values[-1] for name, values in store["train"].items()}
-
-
-def config_kwargs(tmp_path_factory, name):
-    """Offline, CPU, fp32, batches in dataset order."""
-    return dict(output_dir=str(tmp_path_factory.mktemp(name)), report_to="none", use_cpu=True, bf16=False,
-                fp16=False, save_strategy="no", logging_strategy="no", train_sampling_strategy="sequential")
-
-
-REWARD_METRICS = {"rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
-                  "logps/chosen", "logps/rejected"}
-
-
-def assert_not_degenerate(metrics):
-    """Guard against a vacuous comparison: the rewards are not all equal (e.g. all 0 with policy == reference)."""
-    assert abs(metrics["rewards/margins"]) > 1e-3
-    if "rewards/accuracies" in metrics:  # some pairs ranked right, some wrong
-        assert 0.0 < metrics["rewards/accuracies"] < 1.0
-
-
-# --- DPO: sigmoid, ipo, hinge, robust ------------------------------------------------------------
-
-DPO_CASES = {
-    # loss_type: (beta, label_smoothing)
-    "sigmoid": (0.1, 0.0),  # TRL ignores label_smoothing for sigmoid; ours would apply cDPO
-    "ipo": (0.3, 0.0),
-    "hinge": (0.5, 0.0),
-    "robust": (0.1, 0.2),
-}
-OUR_DPO_NAME = {"sigmoid": "dpo", "ipo": "ipo", "hinge": "hinge", "robust": "robust"}
-
-
-def pair_dataset():
-    from datasets import Dataset
-
-    return Dataset.from_list([{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in PAIRS])
-
-
-@pytest.fixture(scope="module")
-def dpo_run(models, tokenizer, tmp_path_factory):
-    """loss_type -> (TRL batch, TRL loss, TRL metrics), one DPOTrainer per loss type."""
-    from trl import DPOConfig, DPOTrainer
-
-    policy, reference = models
-    results = {}
-    for loss_type, (beta, label_smoothing) in DPO_CASES.items():
-        args = DPOConfig(**config_kwargs(tmp_path_factory, f"dpo-{loss_type}"), per_device_train_batch_size=len(PAIRS),
-                         max_length=None, loss_type=[loss_type], beta=beta, label_smoothing=label_smoothing)
-        trainer = DPOTrainer(model=fresh(policy), ref_model=fresh(reference), args=args, train_dataset=pair_dataset(),
-                             processing_class=tokenizer)
-        results[loss_type] = run_trainer(trainer)
-    return results
-
-
-def test_dpo_batches_hold_the_same_tokens(dpo_run, tokenizer):
-    ours = our_pair_batch(PAIRS, tokenizer)
-    theirs, _, _ = dpo_run["sigmoid"]
-    assert rows(ours["input_ids"], ours["attention_mask"]) == rows(theirs["input_ids"], theirs["attention_mask"])
-    assert rows(ours["input_ids"], ours["completion_mask"]) == rows(theirs["input_ids"], theirs["completion_mask"])
-    assert ours["attention_mask"].sum(1).unique().numel() > 1  # rows of different lengths: padding happens
-
-
-@pytest.mark.parametrize("loss_type", list(DPO_CASES))
-def test_dpo_loss_and_metrics_equal_trl(dpo_run, models, tokenizer, loss_type):
-    beta, label_smoothing = DPO_CASES[loss_type]
-    _, trl_loss, trl_values = dpo_run[loss_type]
-    loss, metrics, losses = our_loss(
-        models, our_pair_batch(PAIRS, tokenizer), name=OUR_DPO_NAME[loss_type], beta=beta,
-        label_smoothing=label_smoothing,
-    )
-    assert_not_degenerate(metrics)
-    if loss_type == "hinge":  # both sides of the hinge: a pair beyond the margin, others inside it
-        assert (losses == 0).any() and (losses > 0).any()
-    assert_close("loss", loss, trl_loss)
-    assert_metrics_match(metrics, trl_values, REWARD_METRICS)
-
+from objectives.logprobs import completion_logps
+from sweep.data.tokenize import tokenize_pairs
+from sweep.engine.sequence_logps import forward_logits
 
 # --- KTO ------------------------------------------------------------------------------------------
 

@@ -9,8 +9,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from objectives.registry import get_objective, objective_names
+from objectives.registry import get_objective, objective_names, resolve
 from sweep.config.schema import PrefsweepConfig
+from sweep.config.search import OBJECTIVE_KEY, branch_defaults, sample_rank, walk
 
 MAX_DEPTH = 32  # nesting of any config value; the schema's deepest key is 5 levels down
 
@@ -110,12 +111,7 @@ def set_dotted(data: dict[str, Any], key: str, value: Any, *, known: PrefsweepCo
         params = data.setdefault("sweep", {}).setdefault(
             "parameters", known.sweep.model_dump(mode="json")["parameters"] if known else {}
         )
-        rest = parts[2:]
-        spec_keys = {"values", "value", "distribution", "min", "max", "q"}
-        if rest[-1] in spec_keys and len(rest) > 1:
-            params.setdefault(".".join(rest[:-1]), {})[rest[-1]] = value
-        else:
-            params[".".join(rest)] = value
+        _set_parameter(params, parts[2:], value)
         return
     node = data
     for part in parts[:-1]:
@@ -126,6 +122,25 @@ def set_dotted(data: dict[str, Any], key: str, value: Any, *, known: PrefsweepCo
             raise ConfigError([(key, f"{part!r} is not a section")], "--set")
         node = child
     node[parts[-1]] = value
+
+
+def _set_parameter(params: dict[str, Any], rest: list[str], value: Any) -> None:
+    """`rest`: a dotted parameter name, then `.parameters.LABEL.` and a nested one (any depth),
+    then perhaps a spec field (`objective.name.parameters.dpo.objective.beta.max`)."""
+    if "parameters" in rest[1:]:
+        at = rest.index("parameters", 1)
+        spec = params.setdefault(".".join(rest[:at]), {})
+        if at + 1 == len(rest):  # the whole mapping of branches
+            spec["parameters"] = value
+            return
+        branches = spec["parameters"] = spec.get("parameters") or {}
+        _set_parameter(branches.setdefault(rest[at + 1], {}), rest[at + 2:], value)
+        return
+    spec_keys = {"values", "value", "distribution", "min", "max", "q"}
+    if rest[-1] in spec_keys and len(rest) > 1:
+        params.setdefault(".".join(rest[:-1]), {})[rest[-1]] = value
+    else:
+        params[".".join(rest)] = value
 
 
 def load_config(source: str | Path | dict[str, Any], overrides: list[str] = ()) -> PrefsweepConfig:
@@ -183,35 +198,15 @@ def config_with(config: PrefsweepConfig, values: dict[str, Any]) -> PrefsweepCon
 
 def sweep_problems(config: PrefsweepConfig) -> list[tuple[str, str]]:
     """Checks across sections: every swept key exists, every edge value of every swept
-    parameter validates, and the sweep metric is reported by every objective in play."""
-    problems: list[tuple[str, str]] = []
-    base = config.model_dump(mode="json")
-    for key, spec in config.sweep.parameters.items():
-        field = f"sweep.parameters.{key}"
-        if key.startswith(("sweep.", "tracking.", "storage.", "name")) or key == "resources":
-            problems.append((field, "only model, data, objective, train and resources keys can be swept"))
-            continue
-        if not _has_path(base, key):
-            problems.append((field, f"no config key {key!r}"))
-            continue
-        for value in spec.edge_values():
-            try:
-                config_with(config, {key: value})
-            except ValidationError as err:
-                msg = "; ".join(e["msg"] for e in err.errors())
-                problems.append((field, f"value {value!r} is invalid: {msg}"))
-                break
-    if config.sweep.method == "grid":
-        for key, spec in config.sweep.parameters.items():
-            if spec.kind not in ("categorical", "constant"):
-                problems.append((f"sweep.parameters.{key}", f"method grid takes `values` lists only, this is "
-                                 f"distribution {spec.kind}; use method bayes or random, or give values"))
+    parameter (nested ones in their branch) validates, and the sweep metric is reported by every
+    objective in play."""
+    problems = parameter_problems(config)
     metric = config.sweep.metric.name
     bare = metric.removeprefix("eval/")
     for name in config.objectives_in_play():
         try:
-            objective = get_objective(name)
-        except KeyError as err:
+            objective = resolve(name)
+        except (KeyError, ValueError) as err:
             problems.append(("sweep.parameters.objective.name", str(err)))
             continue
         if bare not in objective.metrics and bare != "tokens_per_second":
@@ -224,6 +219,58 @@ def sweep_problems(config: PrefsweepConfig) -> list[tuple[str, str]]:
                              "is 'unpaired'; use an objective for labelled rows ("
                              + ", ".join(n for n in objective_names() if not get_objective(n).paired) + ")"))
     return problems
+
+
+def parameter_problems(config: PrefsweepConfig) -> list[tuple[str, str]]:
+    """Each swept parameter, nested ones included: a key that exists and may be swept, nested
+    only below what it depends on, read by an objective of its branch, and every edge value
+    valid together with the values its branch fixes."""
+    problems: list[tuple[str, str]] = []
+    base = config.model_dump(mode="json")
+    for swept in walk(config.sweep.parameters):
+        field, key, spec, branch = swept.path, swept.key, swept.spec, swept.branch
+        if key.startswith(("sweep.", "tracking.", "storage.", "name")) or key == "resources":
+            problems.append((field, "only model, data, objective, train and resources keys can be swept"))
+            continue
+        if not _has_path(base, key):
+            problems.append((field, f"no config key {key!r}"))
+            continue
+        if config.sweep.method == "grid" and spec.kind not in ("categorical", "constant"):
+            problems.append((field, f"method grid takes `values` lists only, this is distribution {spec.kind}; "
+                             "use method bayes or random, or give values"))
+        if config.sweep.method == "grid" and spec.parameters:
+            problems.append((field, "method grid cannot branch (nested `parameters`): use method bayes or random"))
+        if any(parent == key or sample_rank(key) < sample_rank(parent) for parent in swept.under):
+            problems.append((field, f"{key} is decided before the value it is nested under; sweep it at top level"))
+            continue
+        unread = _unread(config, key, branch)
+        if unread:
+            problems.append((field, unread))
+            continue
+        for value in spec.edge_values():
+            try:
+                config_with(config, {**branch, key: value, **branch_defaults(spec, value)})
+            except ValidationError as err:
+                msg = "; ".join(e["msg"] for e in err.errors())
+                where = "".join(f" with {k}={v!r}" for k, v in swept.under.items())
+                problems.append((field, f"value {value!r} is invalid{where}: {msg}"))
+                break
+    return problems
+
+
+def _unread(config: PrefsweepConfig, key: str, branch: dict[str, Any]) -> str | None:
+    """Why `objective.X` would never be sampled in this branch (no objective there reads X), or None."""
+    if not key.startswith("objective.") or key in (OBJECTIVE_KEY, "objective.loss_weights"):
+        return None
+    names = [branch[OBJECTIVE_KEY]] if OBJECTIVE_KEY in branch else config.objectives_in_play()
+    hyperparameter = key.split(".", 1)[1]
+    try:
+        objectives = [resolve(name) for name in names]
+    except (KeyError, ValueError):
+        return None  # the objective names themselves are reported
+    if any(hyperparameter in objective.hyperparameters for objective in objectives):
+        return None
+    return f"{' or '.join(o.name for o in objectives)} does not read {hyperparameter}, so it would never be sampled"
 
 
 def _has_path(data: dict[str, Any], dotted: str) -> bool:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_valid
 from sweep.config.fields import MAX_BATCH, MAX_COUNT, MAX_TOKENS, LocalPath, Seed, Strict
 from sweep.config.objective import ObjectiveConfig
 from sweep.config.redact import mask
-from sweep.config.search import EarlyTerminate, MetricConfig, ParameterSpec, SweepConfig
+from sweep.config.search import OBJECTIVE_KEY, EarlyTerminate, MetricConfig, ParameterSpec, SweepConfig, values_of
 
 __all__ = [
     "DataConfig", "DataSource", "EarlyTerminate", "LocalPath", "LoraConfig", "MetricConfig", "ModelConfig",
@@ -142,9 +142,10 @@ class TrainConfig(Strict):
         True,
         description="Compute the frozen reference model's log-probs of the train and eval rows once per "
         "study (one entry per tokenization setting) and share them with every trial, instead of running a "
-        "reference model in each. Used where the reference is frozen and per-row: dpo, ipo, hinge, robust, "
-        "pmpo with kl_estimator=sample, and kto's matched rows (its mismatched KL rows stay live); ignored "
-        "for reference-free objectives and pmpo's exact KL.",
+        "reference model in each. Used where the reference is frozen and per-row: the DPOTrainer losses (dpo, "
+        "sigmoid, ipo, ...), pmpo with kl_estimator=sample, and kto's matched rows (its mismatched KL rows stay "
+        "live); ignored for reference-free objectives, pmpo's exact KL, LD-DPO (ld_alpha) and a reference that "
+        "moves (sync_ref_model, ema_tau).",
     )
     group_by_length: bool = Field(
         True,
@@ -215,11 +216,18 @@ class PrefsweepConfig(Strict):
             raise ValueError(f"{name!r} is the name of a file the storage keeps for every study; choose another")
         return name
 
-    def objectives_in_play(self) -> list[str]:
-        spec = self.sweep.parameters.get("objective.name")
-        if spec is None:
-            return [self.objective.name]
-        return [str(v) for v in spec.edge_values()]
+    @model_validator(mode="after")
+    def _moving_reference_needs_full_weights(self) -> PrefsweepConfig:
+        moving = self.objective.resolved().moving_reference(self.objective)
+        if moving is not None and self.model.lora is not None:
+            # With LoRA the reference is the base model with the adapters off: no weights of its own to move.
+            raise ValueError(f"objective: the reference moves ({moving.why}), which needs full fine-tuning; "
+                             "model.lora is set")
+        return self
+
+    def objectives_in_play(self) -> list[str | list[str]]:
+        """The objective names trials may use (a list is a mixture)."""
+        return values_of(self.sweep.parameters, OBJECTIVE_KEY) or [self.objective.name]
 
     def resolved_storage(self) -> str:
         return resolve_storage_path(self.storage.path)

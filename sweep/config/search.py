@@ -1,11 +1,16 @@
 """The `sweep` section: what is searched, how, and what decides (W&B sweep vocabulary)."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from objectives.registry import gates
 from sweep.config.fields import MAX_BATCH, MAX_COUNT, Seed, Strict
+
+OBJECTIVE_KEY = "objective.name"
 
 
 class MetricConfig(Strict):
@@ -40,12 +45,35 @@ class ParameterSpec(Strict):
     min: float | None = Field(None, description="Lower bound of the distribution.")
     max: float | None = Field(None, description="Upper bound of the distribution.")
     q: float | None = Field(None, gt=0, description="Step for q_ distributions.")
+    parameters: dict[str, dict[str, ParameterSpec]] | None = Field(
+        None,
+        description="With `values`: parameters sampled only in trials that draw a given value, keyed by that "
+        "value (a list value by its items joined with '+', e.g. `sigmoid+sft`); in those trials they replace "
+        "the top-level parameter of the same key. Under `objective.name` this gives each objective its own "
+        "ranges, e.g. {dpo: {objective.beta: {min: 0.01, max: 0.5, distribution: log_uniform_values}}}.",
+    )
+
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _label_keys(cls, parameters: Any) -> Any:
+        # YAML reads `true:` or `0.1:` as a bool or a number; a branch is named by its value's label.
+        if isinstance(parameters, dict):
+            return {value_label(key): specs for key, specs in parameters.items()}
+        return parameters
 
     @model_validator(mode="after")
     def _shape(self) -> ParameterSpec:
         kind = self.kind
         if kind in ("categorical",) and not self.values:
             raise ValueError("`values` must be a non-empty list")
+        if self.parameters is not None:
+            if kind != "categorical":
+                raise ValueError("nested `parameters` need `values` to branch on")
+            labels = [value_label(v) for v in self.values or []]
+            strangers = [key for key in self.parameters if key not in labels]
+            if strangers:
+                raise ValueError(f"parameters: {', '.join(map(repr, strangers))} is not one of the values "
+                                 f"({', '.join(labels)})")
         if kind in ("uniform", "int_uniform", "q_uniform", "log_uniform_values", "q_log_uniform_values"):
             if self.min is None or self.max is None:
                 raise ValueError(f"distribution {kind} needs `min` and `max`")
@@ -77,6 +105,69 @@ class ParameterSpec(Strict):
         if kind == "int_uniform":
             return [int(self.min), int(self.max)]
         return [self.min, self.max]
+
+
+def value_label(value: Any) -> str:
+    """How a categorical value names its branch of nested parameters (and its Optuna choice):
+    a list joins its items with '+', booleans are YAML's true/false."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "+".join(value_label(item) for item in value)
+    return str(value)
+
+
+def sample_rank(key: str) -> int:
+    """Order in which swept keys are sampled: `objective.name` first, then the hyperparameters
+    that decide whether others are read (the registry's gates), then the rest."""
+    if key == OBJECTIVE_KEY:
+        return 0
+    gated = [f"objective.{gate}" for gate in gates()]
+    return 1 + gated.index(key) if key in gated else 1 + len(gated)
+
+
+@dataclass(frozen=True)
+class Swept:
+    """One parameter spec of a sweep, nested ones included. path: its dotted field path (for
+    messages); key: the config key it sets; under: {key: value} of the values it is nested under;
+    branch: the values a trial in its branch has (`under` plus the first edge value of each
+    nested sibling)."""
+
+    path: str
+    key: str
+    spec: ParameterSpec
+    under: dict[str, Any]
+    branch: dict[str, Any]
+
+    def describe(self) -> str:
+        return self.key + "".join(f" (if {k}={value_label(v)})" for k, v in self.under.items())
+
+
+def walk(parameters: dict[str, ParameterSpec], prefix: str = "sweep.parameters") -> Iterator[Swept]:
+    """Every parameter spec of a sweep, nested ones after the one they branch from."""
+    yield from _walk(parameters, prefix, {}, {})
+
+
+def _walk(parameters, prefix, under, branch):
+    for key, spec in parameters.items():
+        path = f"{prefix}.{key}"
+        yield Swept(path, key, spec, under, branch)
+        for label in spec.parameters or {}:
+            value = next(v for v in spec.values or [] if value_label(v) == label)
+            yield from _walk(spec.parameters[label], f"{path}.parameters.{label}", {**under, key: value},
+                             {**branch, key: value, **branch_defaults(spec, value)})
+
+
+def branch_defaults(spec: ParameterSpec, value: Any) -> dict[str, Any]:
+    """The first edge value of each parameter nested under `value` of `spec`."""
+    nested = (spec.parameters or {}).get(value_label(value), {})
+    return {key: inner.edge_values()[0] for key, inner in nested.items()}
+
+
+def values_of(parameters: dict[str, ParameterSpec], key: str) -> list[Any] | None:
+    """Every value `key` may take in a sweep (at top level or nested), None when it is not swept."""
+    found = [value for swept in walk(parameters) if swept.key == key for value in swept.spec.edge_values()]
+    return found or None
 
 
 def _default_parameters() -> dict[str, ParameterSpec]:

@@ -9,22 +9,39 @@ import torch
 from torch import Tensor, nn
 
 from objectives.logprobs import completion_logps, exact_kl
-from objectives.registry import EXACT_KL, MISMATCHED_KL, Objective
+from objectives.registry import EXACT_KL, LENGTH_TAIL, MISMATCHED_KL, WPO_WEIGHTS, Objective
 from objectives.types import LossOutput, PairedLogps, UnpairedLogps
 from sweep.engine.reference import Reference
-from sweep.engine.sequence_logps import forward_logits, sequence_logps
+from sweep.engine.sequence_logps import TokenLogps, completion_tokens, forward_logits, sequence_logps
+
+
+def _tails(tokens: TokenLogps) -> Tensor:
+    """[2B] log-prob sums over the tokens past each pair's shared length min(|y_w|, |y_l|) (LD-DPO);
+    rows are B chosen then B rejected."""
+    half = tokens.counts.shape[0] // 2
+    shared = torch.minimum(tokens.counts[:half], tokens.counts[half:]).repeat(2)
+    return tokens.sums(where=tokens.positions > shared[tokens.rows])
 
 
 def pair_loss(policy: nn.Module, reference: Reference | None, batch: dict[str, Tensor],
               objective: Objective, params) -> LossOutput:
     """batch rows: B chosen then B rejected (see sweep.engine.collate.PairCollator)."""
-    sums, counts = sequence_logps(policy, batch)
-    half = sums.shape[0] // 2
-    ref = reference.logps(batch) if objective.needs_reference and reference is not None else None
-    logps = PairedLogps(
-        chosen=sums[:half], rejected=sums[half:], chosen_tokens=counts[:half], rejected_tokens=counts[half:],
-        ref_chosen=None if ref is None else ref[:half], ref_rejected=None if ref is None else ref[half:],
-    )
+    inputs = objective.inputs(params)
+    tokens = completion_tokens(policy, batch, squares=WPO_WEIGHTS in inputs)
+    sums = tokens.sums()
+    split = lambda rows: (None, None) if rows is None else rows.chunk(2)  # noqa: E731
+    logps = PairedLogps(*split(sums), *split(tokens.counts))
+    if objective.needs_reference and reference is not None:
+        if LENGTH_TAIL in inputs:  # per-token, so from a live model (the registry keeps the cache off)
+            ref_tokens = reference.tokens(batch)
+            logps.ref_chosen, logps.ref_rejected = split(ref_tokens.sums())
+            logps.ref_chosen_tail, logps.ref_rejected_tail = split(_tails(ref_tokens))
+        else:
+            logps.ref_chosen, logps.ref_rejected = split(reference.logps(batch))
+    if LENGTH_TAIL in inputs:
+        logps.chosen_tail, logps.rejected_tail = split(_tails(tokens))
+    if WPO_WEIGHTS in inputs:
+        logps.chosen_wpo, logps.rejected_wpo = split(tokens.sums(tokens.values.detach() - tokens.log_sum_sq))
     return objective.fn(logps, params)
 
 

@@ -15,7 +15,9 @@ INFO_FILE = "prefsweep.json"
 
 
 def save_checkpoint(directory: Path, model, tokenizer, optimizer, scheduler, cfg, step: int,
-                    metrics: dict[str, Any]) -> None:
+                    metrics: dict[str, Any], extra_state: dict[str, Any] | None = None) -> None:
+    """`extra_state`: more of the training state a resumed run needs (a moving reference's
+    weights), kept in the state file beside the optimizer's, which export leaves out."""
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     torch.save(
@@ -24,6 +26,7 @@ def save_checkpoint(directory: Path, model, tokenizer, optimizer, scheduler, cfg
             "scheduler": scheduler.state_dict(),
             "step": step,
             "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
+            **(extra_state or {}),
         },
         directory / STATE_FILE,
     )
@@ -39,8 +42,9 @@ def checkpoint_metrics(checkpoint) -> dict[str, Any]:
         return json.loads(path.read_text()).get("metrics", {}) if path.is_file() else {}
 
 
-def load_training_state(checkpoint, optimizer, scheduler) -> int:
-    """Restore optimizer, scheduler and RNG from a `ray.train.Checkpoint`; -> the step reached."""
+def load_training_state(checkpoint, optimizer, scheduler) -> tuple[int, dict[str, Any]]:
+    """Restore optimizer, scheduler and RNG from a `ray.train.Checkpoint`; -> (the step reached,
+    the rest of the saved state, e.g. the `extra_state` it was saved with)."""
     with checkpoint.as_directory() as directory:
         state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=False)
     optimizer.load_state_dict(state["optimizer"])
@@ -48,4 +52,4 @@ def load_training_state(checkpoint, optimizer, scheduler) -> int:
     random.setstate(state["rng"]["python"])
     np.random.set_state(state["rng"]["numpy"])
     torch.set_rng_state(state["rng"]["torch"])
-    return int(state["step"])
+    return int(state["step"]), state

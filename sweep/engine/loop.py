@@ -21,10 +21,11 @@ import ray.train.torch
 import torch
 from torch.utils.data import DataLoader
 
-from objectives.registry import MISMATCHED_KL, get_objective
+from objectives.registry import MISMATCHED_KL, objective_of
 from sweep import tracking
 from sweep.config.schema import PrefsweepConfig
 from sweep.data.tokenize import tokenized_splits
+from sweep.engine import moving_reference, reference_check
 from sweep.engine.batch_loss import batch_loss
 from sweep.engine.checkpoints import checkpoint_metrics, load_training_state, save_checkpoint
 from sweep.engine.collate import CompletionCollator, PairCollator
@@ -119,7 +120,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     seed_everything(cfg.train.seed + rank)
     device = ray.train.torch.get_device()
 
-    objective = get_objective(cfg.objective.name)
+    objective = objective_of(cfg.objective)
     tokenizer = load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
     train_items, eval_items = tokenized_splits(cfg.data, objective.paired, data, tokenizer)
     pad_id = tokenizer.pad_token_id
@@ -145,7 +146,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     trainable = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
-    start_step = load_training_state(checkpoint, optimizer, scheduler) if checkpoint else 0
+    start_step, saved_state = load_training_state(checkpoint, optimizer, scheduler) if checkpoint else (0, {})
+    # objective hook: a reference that moves during training (TR-DPO sync, PMPO's EMA), restored on resume
+    moving = moving_reference.attach(objective, cfg.objective, policy, reference,
+                                     saved_state.get(moving_reference.STATE_KEY), resuming=checkpoint is not None)
+    check_first = reference_check.applies(cfg, resuming=checkpoint is not None)
     if start_step and rank == 0:
         _say(f"[prefsweep {cfg.name}] resumed from the checkpoint of step {start_step}")
     if start_step >= cfg.train.max_steps:
@@ -173,12 +178,15 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     for step in range(start_step, cfg.train.max_steps):
         for micro in range(accum):
             batch = {k: v.to(device) for k, v in next(batches).items()}
+            if check_first:  # objective hook: the step-0 check (loss at the reference) on the first batch
+                reference_check.check_first_batch(policy, reference, batch, objective, cfg, device)
+                check_first = False
             sync = micro == accum - 1 or not hasattr(policy, "no_sync")
             with (contextlib.nullcontext() if sync else policy.no_sync()), autocast_context(cfg, device):
                 out = batch_loss(policy, reference, batch, objective, cfg.objective)
                 loss = out.loss
                 if not torch.isfinite(loss):
-                    message = (f"loss is {loss.item()} at step {step + 1} (objective {cfg.objective.name}, "
+                    message = (f"loss is {loss.item()} at step {step + 1} (objective {cfg.objective.label}, "
                                f"learning_rate {cfg.train.learning_rate}, beta {cfg.objective.beta}); "
                                "stopping this run")
                     if loop_config.get("run_dir"):
@@ -196,6 +204,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         optimizer.zero_grad(set_to_none=True)
 
         done = step + 1
+        if moving is not None:  # objective hook: TR-DPO sync / EMA after the optimizer step, as TRL's on_step_end
+            moving.after_step(done)
         if done % cfg.train.logging_steps == 0 or done % cfg.train.eval_every == 0 or done == cfg.train.max_steps:
             elapsed = time.perf_counter() - window_start
             last_train = window.reduce(distributed=True)
@@ -221,7 +231,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             if start_step and not reported:  # the driver says so on the console (sweep.study.console)
                 metrics["resumed_from_step"] = start_step
             reported = True
-            _report(metrics, policy, tokenizer, optimizer, scheduler, cfg, rank, done)
+            _report(metrics, policy, tokenizer, optimizer, scheduler, cfg, rank, done, moving)
 
 
 def record_node(logger) -> None:
@@ -233,12 +243,13 @@ def record_node(logger) -> None:
     logger.client.set_tag(logger.run_id, tracking.NODES_TAG, ",".join([n for n in earlier.split(",") if n] + [node]))
 
 
-def _report(metrics, policy, tokenizer, optimizer, scheduler, cfg, rank, step) -> None:
+def _report(metrics, policy, tokenizer, optimizer, scheduler, cfg, rank, step, moving=None) -> None:
     metrics = {k: (float(v) if isinstance(v, (int, float)) and math.isfinite(v) else v) for k, v in metrics.items()}
     with tempfile.TemporaryDirectory(prefix="prefsweep-ckpt-") as tmp:
         checkpoint = None
         if rank == 0:
-            save_checkpoint(Path(tmp), unwrap(policy), tokenizer, optimizer, scheduler, cfg, step, metrics)
+            extra = {moving_reference.STATE_KEY: moving.state()} if moving is not None else None
+            save_checkpoint(Path(tmp), unwrap(policy), tokenizer, optimizer, scheduler, cfg, step, metrics, extra)
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=checkpoint)
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from sweep.engine.sequence_logps import forward_logits, sequence_logps
+from sweep.engine.sequence_logps import TokenLogps, completion_tokens, forward_logits, sequence_logps
 from sweep.storage.reference_store import CacheInvalid, load_entry
 
 
@@ -42,6 +42,12 @@ class Reference:
     def logits(self, batch: dict[str, Tensor], prefix: str = "") -> Tensor:
         with self._module() as module:
             return forward_logits(module, batch, prefix)
+
+    @torch.no_grad()
+    def tokens(self, batch: dict[str, Tensor]) -> TokenLogps:
+        """Per-token log-probs of the completions (a live model only: the cache holds sums)."""
+        with self._module() as module:
+            return completion_tokens(module, batch)
 
     @torch.no_grad()
     def logps(self, batch: dict[str, Tensor], prefix: str = "") -> Tensor:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from objectives.registry import get_objective
+from objectives.registry import objective_of
 from sweep.config.schema import PrefsweepConfig
 from sweep.data.tokenize import tokenized_splits
 from sweep.engine.collate import CompletionCollator, PairCollator
@@ -30,7 +30,7 @@ def compute_reference_logps(cfg: PrefsweepConfig, data, device: Any = None) -> d
     the same order (the worker indexes them by batch["index"]). Pairs -> [N, 2] (chosen,
     rejected); labelled completions -> [N]."""
     device = torch.device(device or "cpu")
-    objective = get_objective(cfg.objective.name)
+    objective = objective_of(cfg.objective)
     tokenizer = load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
     splits = dict(zip(("train", "eval"), tokenized_splits(cfg.data, objective.paired, data, tokenizer)))
     model = load_causal_lm(cfg.model.ref_name_or_path or cfg.model.name_or_path, dtype=cfg.model.dtype,

@@ -1,12 +1,12 @@
-"""Per-sequence completion log-probs of a model over a collated batch."""
+"""Per-sequence completion log-probs of a model over a collated batch, and the per-token
+values some objectives reduce differently (LD-DPO's tails, WPO's weights)."""
 from __future__ import annotations
 
 import weakref
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-
-from objectives.logprobs import completion_logps
 
 
 def forward_logits(model: nn.Module, batch: dict[str, Tensor], prefix: str = "") -> Tensor:
@@ -15,22 +15,62 @@ def forward_logits(model: nn.Module, batch: dict[str, Tensor], prefix: str = "")
     ).logits
 
 
+@dataclass
+class TokenLogps:
+    """The completion tokens of a batch of N sequences, K tokens in all, row-major.
+
+    values: [K] log p(token | prefix) (with gradient); rows: [K] the sequence of each token;
+    positions: [K] 1-based position of each token within its completion; counts: [N] completion
+    tokens per sequence; log_sum_sq: [K] log sum_v p(v)^2 of each next-token distribution,
+    without gradient, when asked for (WPO)."""
+
+    values: Tensor
+    rows: Tensor
+    positions: Tensor
+    counts: Tensor
+    log_sum_sq: Tensor | None = None
+
+    def sums(self, values: Tensor | None = None, where: Tensor | None = None) -> Tensor:
+        """[N] per-sequence sums of `values` (default: the log-probs) over the tokens where `where`."""
+        values = self.values if values is None else values
+        if where is not None:
+            values = values * where
+        return values.new_zeros(self.counts.shape[0]).index_add(0, self.rows, values)
+
+
+def _token_stats(logits: Tensor, labels: Tensor, squares: bool) -> tuple[Tensor, Tensor | None]:
+    """logits [K, V] of the positions predicting `labels` [K] -> (log-probs [K], log sum p^2 [K] or None)."""
+    logits = logits.float()
+    normaliser = torch.logsumexp(logits, dim=-1)
+    values = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1) - normaliser
+    if not squares:
+        return values, None
+    with torch.no_grad():
+        # log sum_v p_v^2 = logsumexp(2 * logits) - 2 * logsumexp(logits)
+        return values, torch.logsumexp(2.0 * logits.detach(), dim=-1) - 2.0 * normaliser.detach()
+
+
 # Models seen to accept a boolean `logits_to_keep` (True) or not (False), so the probe and
 # its fallback happen once per model, not per step.
 _COMPACT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def sequence_logps(model: nn.Module, batch: dict[str, Tensor], prefix: str = "") -> tuple[Tensor, Tensor]:
-    """-> (sum of completion-token log-probs [N], completion-token counts [N]), as
-    `completion_logps(forward_logits(...))` computes them, but only the positions that
-    predict a completion token go through the LM head and the log-softmax (HF's boolean
-    `logits_to_keep`): prompt and pad positions never reach the vocabulary matmul, which
-    for small models and long prompts is a large share of the step. Models that do not take
-    a boolean `logits_to_keep` get the full-logits path."""
+def completion_tokens(model: nn.Module, batch: dict[str, Tensor], prefix: str = "", *,
+                      squares: bool = False) -> TokenLogps:
+    """The model's log-probs of every completion token. Only the positions that predict a
+    completion token go through the LM head and the log-softmax (HF's boolean
+    `logits_to_keep`): prompt and pad positions never reach the vocabulary matmul, which for
+    small models and long prompts is a large share of the step. Models that do not take a
+    boolean `logits_to_keep` get the full-logits path. `squares`: also WPO's log sum_v p(v)^2."""
     input_ids, mask = batch[f"{prefix}input_ids"], batch[f"{prefix}completion_mask"]
+    keep = torch.zeros_like(mask, dtype=torch.bool)
+    keep[:, :-1] = mask[:, 1:].bool()  # position t predicts token t+1
+    labels = input_ids[:, 1:][keep[:, :-1]]  # row-major, the order boolean indexing keeps
+    rows = keep.nonzero()[:, 0]
+    positions = mask[:, 1:].long().cumsum(-1)[keep[:, :-1]]
+    counts = mask[:, 1:].sum(-1)
+    logits = None
     if _COMPACT.get(model, True):
-        keep = torch.zeros_like(mask, dtype=torch.bool)
-        keep[:, :-1] = mask[:, 1:].bool()  # position t predicts token t+1
         probing = model not in _COMPACT
         try:
             logits = model(input_ids=input_ids, attention_mask=batch[f"{prefix}attention_mask"], use_cache=False,
@@ -42,12 +82,17 @@ def sequence_logps(model: nn.Module, batch: dict[str, Tensor], prefix: str = "")
             fits = False
         if probing:
             _COMPACT[model] = fits
-        if fits:
-            logits = logits.float()
-            labels = input_ids[:, 1:][keep[:, :-1]]  # row-major, the order boolean indexing keeps
-            per_token = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-            rows = keep.nonzero()[:, 0]
-            sums = per_token.new_zeros(input_ids.shape[0]).index_add(0, rows, per_token)
-            return sums, mask[:, 1:].sum(-1).to(sums.dtype)
-    logits = forward_logits(model, batch, prefix)
-    return completion_logps(logits, input_ids, mask)
+        if not fits:
+            logits = None
+    if logits is None:
+        logits = forward_logits(model, batch, prefix)[keep]
+    values, log_sum_sq = _token_stats(logits, labels, squares)
+    return TokenLogps(values, rows, positions, counts.to(values.dtype), log_sum_sq)
+
+
+def sequence_logps(model: nn.Module, batch: dict[str, Tensor], prefix: str = "") -> tuple[Tensor, Tensor]:
+    """-> (sum of completion-token log-probs [N], completion-token counts [N]), as
+    `objectives.logprobs.completion_logps(forward_logits(...))` computes them."""
+    tokens = completion_tokens(model, batch, prefix)
+    return tokens.sums(), tokens.counts
+

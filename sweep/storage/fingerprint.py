@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from objectives.registry import get_objective
+from objectives.registry import objective_of
 from sweep.config.schema import PrefsweepConfig
 
 CACHE_FORMAT = 1
@@ -73,7 +73,7 @@ def fingerprint(cfg: PrefsweepConfig, data, *, data_hash: str | None = None) -> 
     """-> (key, the parts it hashes). The parts are stored in the manifest for humans."""
     import transformers
 
-    objective = get_objective(cfg.objective.name)
+    objective = objective_of(cfg.objective)
     parts = {
         "format": CACHE_FORMAT,
         "reference": model_identity(cfg.model.ref_name_or_path or cfg.model.name_or_path),

@@ -16,7 +16,7 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from objectives.registry import get_objective
+from objectives.registry import resolve
 from sweep import tracking
 from sweep.config.loading import config_with
 from sweep.config.redact import mask_url
@@ -138,7 +138,7 @@ def _trainable(record: StudyRecord, data: Any):
 
 
 def _load_data(cfg: PrefsweepConfig):
-    paired = any(get_objective(n).paired for n in cfg.objectives_in_play())
+    paired = any(resolve(n).paired for n in cfg.objectives_in_play())
     return load_preference_data(cfg.data, paired=paired, seed=cfg.train.seed)
 
 

@@ -59,7 +59,7 @@ def model_card(cfg: PrefsweepConfig, metrics: dict[str, Any]) -> str:
     data = [cfg.data.train.describe()] + ([cfg.data.eval.describe()] if cfg.data.eval else [])
     hub_data = [s.hf for s in (cfg.data.train, cfg.data.eval) if s is not None and s.hf]
     base = cfg.model.name_or_path
-    front = ["---", "library_name: transformers", "tags:", "- prefsweep", f"- {cfg.objective.name}",
+    front = ["---", "library_name: transformers", "tags:", "- prefsweep", f"- {cfg.objective.label}",
              "- preference-optimization"]
     if not base.startswith("builtin:"):
         front.append(f"base_model: {base}")
@@ -74,7 +74,7 @@ def model_card(cfg: PrefsweepConfig, metrics: dict[str, Any]) -> str:
     lines = front + [
         f"# {cfg.name}",
         "",
-        f"Fine-tuned from `{base}` with the **{cfg.objective.name}** objective by prefsweep "
+        f"Fine-tuned from `{base}` with the **{cfg.objective.label}** objective by prefsweep "
         f"(best trial of study `{cfg.name}`, chosen on `{cfg.sweep.metric.name}`, {cfg.sweep.metric.goal}).",
         f"When the study finished, this model was registered in MLflow as `{cfg.name}` with the alias "
         "`champion`.",

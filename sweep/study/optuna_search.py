@@ -12,7 +12,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from sweep.config.schema import PrefsweepConfig
 from sweep.storage.databases import optuna_storage
-from sweep.study.search_space import DefineByRun, sampler_for
+from sweep.study.search_space import DefineByRun, sampler_for, trial_values
 from sweep.study.trials import trial_config
 
 TRIAL_ID_ATTR = "prefsweep.trial_id"
@@ -28,12 +28,14 @@ def stopped_early(cfg: PrefsweepConfig, result: dict[str, Any] | None) -> bool:
 
 class StudySearch(OptunaSearch):
     def __init__(self, cfg: PrefsweepConfig, storage: optuna.storages.BaseStorage):
-        super().__init__(space=DefineByRun(cfg.sweep), metric=cfg.sweep.metric.name, mode=cfg.sweep.metric.mode,
+        super().__init__(space=DefineByRun(cfg.sweep, cfg.objective), metric=cfg.sweep.metric.name, mode=cfg.sweep.metric.mode,
                          sampler=sampler_for(cfg.sweep), storage=storage, study_name=cfg.name)
         self._cfg = cfg
 
     def suggest(self, trial_id: str):
         config = super().suggest(trial_id)
+        if isinstance(config, dict):
+            config = trial_values(config)  # nested parameters' Optuna names are not config keys
         if trial_id in self._ot_trials:
             self._ot_trials[trial_id].set_user_attr(TRIAL_ID_ATTR, trial_id)
         return config

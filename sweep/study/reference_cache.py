@@ -16,9 +16,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from objectives.registry import get_objective
 from sweep import tracking
 from sweep.config.schema import PrefsweepConfig
+from sweep.config.search import walk
 from sweep.engine.reference_pass import compute_and_store
 from sweep.storage.fingerprint import fingerprint
 from sweep.storage.reference_store import count_passes, entry_dir, is_valid
@@ -28,7 +28,7 @@ def cache_decision(cfg: PrefsweepConfig) -> tuple[bool, str]:
     """(use the cache?, why) for one trial's config."""
     if not cfg.train.reference_cache:
         return False, "off: train.reference_cache is false"
-    use, why = get_objective(cfg.objective.name).reference_cache(cfg.objective)
+    use, why = cfg.objective.resolved().reference_cache(cfg.objective)
     return use, ("on" if use else f"off: {why}")
 
 
@@ -105,8 +105,8 @@ def ensure_entry(cfg: PrefsweepConfig, data, study_dir: str, *, data_ref=None,
 
 # Swept keys under these prefixes can change an entry's key (or whether one is used), so the
 # driver cannot know the trials' entries up front; trials then compute theirs on first use.
-_FINGERPRINT_KEYS = ("model.", "data.", "objective.name", "objective.kl_estimator", "resources.use_gpu",
-                     "train.reference_cache")
+_FINGERPRINT_KEYS = ("model.", "data.", "objective.name", "objective.kl_estimator", "objective.sync_ref_model",
+                     "objective.ema_tau", "objective.ld_alpha", "resources.use_gpu", "train.reference_cache")
 
 
 def prepare_study(cfg: PrefsweepConfig, data, study_dir: str, tracking_uri: str, parent_run_id: str) -> str | None:
@@ -114,7 +114,7 @@ def prepare_study(cfg: PrefsweepConfig, data, study_dir: str, tracking_uri: str,
     study config's entry, compute it now (a failing reference model then fails the study
     before any trial). -> the entry dir, or None when trials decide for themselves."""
     _HELD[cfg.name] = coordinator(cfg.name)
-    if any(key.startswith(_FINGERPRINT_KEYS) for key in cfg.sweep.parameters):
+    if any(swept.key.startswith(_FINGERPRINT_KEYS) for swept in walk(cfg.sweep.parameters)):
         return None
     entry, note, _ = ensure_entry(cfg, data, study_dir)
     tracking.set_tags(tracking_uri, parent_run_id, {tracking.CACHE_TAG: note, tracking.PASSES_TAG: count_passes(study_dir)})

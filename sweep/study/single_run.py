@@ -7,7 +7,6 @@ from pathlib import Path
 
 import ray
 
-from objectives.registry import get_objective
 from sweep import tracking
 from sweep.config.schema import PrefsweepConfig
 from sweep.data.loading import load_preference_data
@@ -24,7 +23,7 @@ class TrainOutcome:
 
 
 def run_training(cfg: PrefsweepConfig) -> TrainOutcome:
-    objective = get_objective(cfg.objective.name)
+    objective = cfg.objective.resolved()
     data = load_preference_data(cfg.data, paired=objective.paired, seed=cfg.train.seed)
     uri = tracking.tracking_uri(cfg)
     experiment_id = tracking.ensure_experiment(cfg, uri)

@@ -4,15 +4,16 @@ from __future__ import annotations
 from statistics import mean
 from typing import Any
 
-from objectives.registry import get_objective
+from objectives.registry import resolve
 from sweep.config.schema import PrefsweepConfig
+from sweep.config.search import walk
 from sweep.data.loading import load_preference_data
 from sweep.data.tokenize import tokenize_completions, tokenize_pairs
 from sweep.models.loading import load_tokenizer
 
 
 def validate(cfg: PrefsweepConfig) -> dict[str, Any]:
-    objectives = [get_objective(name) for name in cfg.objectives_in_play()]
+    objectives = [resolve(name) for name in cfg.objectives_in_play()]
     paired = any(o.paired for o in objectives)
     data = load_preference_data(cfg.data, paired=paired, seed=cfg.train.seed)
     tokenizer = load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
@@ -30,7 +31,7 @@ def validate(cfg: PrefsweepConfig) -> dict[str, Any]:
         **data.summary(),
         "tokens per row (first 2000: mean / max)": f"{mean(lengths):.1f} / {max(lengths)}",
         "rows at max_length": sum(n >= cfg.data.max_length for n in lengths),
-        "swept parameters": sorted(cfg.sweep.parameters),
+        "swept parameters": [swept.describe() for swept in walk(cfg.sweep.parameters)],
         "paths resolved beside the config file": cfg._resolved_paths or "none",
         "sweep": f"{cfg.sweep.method}, {cfg.sweep.num_trials} trials, metric {cfg.sweep.metric.name} "
                  f"({cfg.sweep.metric.goal})",
