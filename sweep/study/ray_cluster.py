@@ -3,9 +3,12 @@ submit`), otherwise a local one started here with its dashboard, which Train-ins
 needs to release stopped trials' workers (ray#54305)."""
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 class RayUnreachable(ConnectionError):
@@ -27,20 +30,37 @@ def token_available() -> bool:
     return ray_auth_token() is not None
 
 
-def use_token_auth_if_available() -> None:
-    """Ray 2.59+ clusters check a token, but a client that imported ray before RAY_AUTH_MODE
-    was set sends none (ray caches its config at import) and is refused. Where a token is at
-    hand and the user chose no mode, switch this process to token mode the way `ray start`
-    does; an explicit RAY_AUTH_MODE is left alone."""
-    if "RAY_AUTH_MODE" in os.environ or not token_available():
-        return
+def _refused_for_want_of_a_token(exc: BaseException) -> bool:
+    while exc is not None:
+        if "InvalidAuthToken" in str(exc) or type(exc).__name__ == "AuthenticationError":
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _connect(address: str, log_to_driver: bool) -> None:
+    """Ray's own rule for an explicit address: no token unless RAY_AUTH_MODE=token says so,
+    since a token sent to a cluster that runs without auth leaves its actors dead unstarted,
+    silently (a ~/.ray/auth_token that a local `ray.init` created later is enough). Only when
+    the cluster refuses us for want of a token, and one is at hand, switch to token mode (as
+    `ray start` would) and connect again."""
+    import ray
+
     try:
-        from ray._private.authentication.authentication_token_setup import (
-            maybe_enable_token_auth_if_token_available,
-        )
-    except ImportError:  # a Ray without token auth: nothing to send
+        ray.init(address=address, log_to_driver=log_to_driver)
         return
+    except Exception as exc:  # noqa: BLE001 - Ray wraps the refusal in RuntimeError/ConnectionError
+        if "RAY_AUTH_MODE" in os.environ or not token_available() or not _refused_for_want_of_a_token(exc):
+            raise
+    from ray._private.authentication.authentication_token_setup import (
+        maybe_enable_token_auth_if_token_available,
+    )
+
+    log.warning("the Ray cluster at %s wants a token: connecting again with the one at hand "
+                "(set RAY_AUTH_MODE=token to skip the refused first try)", address)
+    ray.shutdown()
     maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    ray.init(address=address, log_to_driver=log_to_driver)
 
 
 def check_reachable(address: str) -> None:
@@ -67,8 +87,7 @@ def init_ray(num_cpus: int | None = None, *, log_to_driver: bool = True) -> None
     address = os.environ.get("RAY_ADDRESS")
     if address:
         check_reachable(address)
-        use_token_auth_if_available()
-        ray.init(address=address, log_to_driver=log_to_driver)
+        _connect(address, log_to_driver)
     else:
         # The cluster's own processes find its dashboard (state API) through this variable;
         # without it they look up "the latest cluster" in /tmp/ray/ray_current_cluster, which

@@ -4,9 +4,11 @@ Tests drive the `prefsweep` CLI in subprocesses, as users and `ray job submit` d
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
+from pathlib import Path
 
 import pytest
 from helpers import BIN, REPO
@@ -20,24 +22,38 @@ from sweep.study.ray_cluster import free_port
 def ray_cluster():
     temp = tempfile.mkdtemp(prefix="psr-", dir="/tmp")  # short: Ray's socket paths must fit 107 chars
     port, dash, agent = free_port(), free_port(), free_port()
+    # Token auth, explicitly on, with the session's own token, for the cluster and (through this
+    # process's environment) every client the tests start. Left to Ray, the mode follows whether
+    # ~/.ray/auth_token exists when each process starts, and a local `ray.init` mid-session (the
+    # local-Ray test) creates that file: later clients then sent a token to a cluster that
+    # started without one and every trial died unstarted (CI, 2026-12-06).
+    token_file = Path(temp, "auth_token")
+    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_hex(32))
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file)}
+    patch = pytest.MonkeyPatch()
+    for key, value in auth.items():
+        patch.setenv(key, value)
+    patch.delenv("RAY_AUTH_TOKEN", raising=False)
     # The cluster's own processes inherit RAY_ADDRESS: Ray helpers that look for "the" local
     # cluster (Train's placement-group cleaner) would otherwise pick whichever cluster on this
     # machine started last.
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ADDRESS": f"127.0.0.1:{port}"}
-    subprocess.run(
-        [str(BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=2", f"--temp-dir={temp}",
-         "--include-dashboard=true", f"--dashboard-port={dash}",
-         # Free ports, not Ray's defaults: another cluster on the machine may hold them, and
-         # jobs are then refused ("No available agent to submit job").
-         f"--dashboard-agent-listen-port={agent}", f"--ray-client-server-port={free_port()}",
-         "--dashboard-host=127.0.0.1", "--disable-usage-stats"],
-        check=True, env=env, capture_output=True, text=True,
-    )
-    address = f"127.0.0.1:{port}"
     try:
-        yield {"address": address, "dashboard": f"http://127.0.0.1:{dash}", "temp": temp}
+        subprocess.run(
+            [str(BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=2", f"--temp-dir={temp}",
+             "--include-dashboard=true", f"--dashboard-port={dash}",
+             # Free ports, not Ray's defaults: another cluster on the machine may hold them, and
+             # jobs are then refused ("No available agent to submit job").
+             f"--dashboard-agent-listen-port={agent}", f"--ray-client-server-port={free_port()}",
+             "--dashboard-host=127.0.0.1", "--disable-usage-stats"],
+            check=True, env=env, capture_output=True, text=True,
+        )
+        yield {"address": f"127.0.0.1:{port}", "dashboard": f"http://127.0.0.1:{dash}", "temp": temp}
     finally:
         stop_processes_under(temp)
+        patch.undo()
         shutil.rmtree(temp, ignore_errors=True)
 
 
