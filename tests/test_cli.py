@@ -137,7 +137,7 @@ def test_unknown_study_and_study_without_a_best_are_one_line_each(tmp_path, caps
         assert "no study 'nope'" in out and "Traceback" not in out, out
     saved_record(tmp_path, "empty", "failed")
     assert main(["best", "empty", "--storage", storage]) == 1
-    assert "has no trial with a checkpoint" in " ".join(capsys.readouterr().out.split())
+    assert "no trial reported eval/rewards/accuracies with a checkpoint" in " ".join(capsys.readouterr().out.split())
 
 
 def test_resume_of_a_finished_study_says_there_is_nothing_to_resume(tmp_path, capsys):

@@ -15,7 +15,7 @@ def fields(err: ConfigError) -> list[str]:
 
 def test_defaults_match_the_design_card():
     cfg = PrefsweepConfig()
-    assert cfg.model.name_or_path == "builtin:tiny-gpt2"
+    assert cfg.model.name_or_path == "builtin:tiny-gpt2-sft"
     assert cfg.data.train.path == "builtin:demo/train" and cfg.data.eval.path == "builtin:demo/eval"
     assert (cfg.objective.name, cfg.objective.beta, cfg.objective.alpha) == ("dpo", 0.1, 0.5)
     assert (cfg.train.learning_rate, cfg.train.max_steps, cfg.train.eval_every) == (5e-5, 200, 50)
@@ -23,6 +23,7 @@ def test_defaults_match_the_design_card():
     assert set(cfg.sweep.parameters) == {"objective.beta", "train.learning_rate",
                                          "train.per_device_batch_size", "train.gradient_accumulation_steps"}
     assert cfg.storage.path == "runs" and cfg.tracking.experiment == "prefsweep"
+    assert cfg.evaluation is None and cfg.sweep.metrics is None and cfg.sweep.champion is None
 
 
 def test_every_field_is_documented():
@@ -207,7 +208,7 @@ def test_relative_input_paths_resolve_beside_the_config_file(tmp_path, monkeypat
     cfg = load_config(path)
     assert cfg.data.train.path == str((folder / "data" / "pairs.jsonl").resolve())
     assert cfg.data.eval.path == "missing.jsonl"  # not beside the file: still the working directory's
-    assert cfg.model.name_or_path == "builtin:tiny-gpt2"
+    assert cfg.model.name_or_path == "builtin:tiny-gpt2-sft"
     assert cfg._resolved_paths == [f"data.train.path: data/pairs.jsonl -> {cfg.data.train.path} (beside the config file)"]
     monkeypatch.chdir(folder)  # from the file's own folder nothing changes meaning
     assert load_config(path)._resolved_paths == []
@@ -307,3 +308,62 @@ def test_public_form_masks_database_passwords():
     from sweep.config.loading import dump_yaml
 
     assert "s3cret" not in dump_yaml(cfg) and "s3cret" in dump_yaml(cfg, secrets=True)
+
+
+# ------------------------------------------------------------------ evaluation, metrics, champion
+GEN = {"prompts": 8, "judge": "builtin:demo", "every": "eval"}
+
+
+def test_generation_metrics_need_an_evaluation_and_a_judge():
+    with pytest.raises(ConfigError, match="needs an `evaluation` section"):
+        load_config({"sweep": {"metric": {"name": "eval/gen/win_rate"}}})
+    with pytest.raises(ConfigError, match="needs `evaluation.judge`"):
+        load_config({"sweep": {"metric": {"name": "eval/gen/reward"}}, "evaluation": {"every": "eval"}})
+    with pytest.raises(ConfigError, match="unknown generation metric 'eval/gen/bleu'"):
+        load_config({"sweep": {"metric": {"name": "eval/gen/bleu"}}, "evaluation": GEN})
+    # length and kl need no judge
+    assert load_config({"sweep": {"metric": {"name": "eval/gen/kl", "goal": "minimize"}},
+                        "evaluation": {"every": "eval"}}).evaluation.judge is None
+
+
+def test_a_generation_metric_that_ranks_trials_is_evaluated_every_time():
+    with pytest.raises(ConfigError, match="set evaluation.every: eval"):
+        load_config({"sweep": {"metric": {"name": "eval/gen/win_rate"}}, "evaluation": {**GEN, "every": "final"}})
+    # A second objective or a champion constraint is read at the end only: final is enough.
+    cfg = load_config({"sweep": {"metrics": [{"name": "eval/rewards/accuracies"}, {"name": "eval/gen/kl", "goal": "minimize"}],
+                                 "champion": {"by": "eval/gen/win_rate", "constraints": {"eval/gen/kl": {"max": 5}}}},
+                       "evaluation": {**GEN, "every": "final"}})
+    assert cfg.sweep.metric.name == "eval/rewards/accuracies"
+    assert [m.name for m in cfg.sweep.objectives] == ["eval/rewards/accuracies", "eval/gen/kl"]
+    assert cfg.sweep.goal_of("eval/gen/kl") == "minimize" and cfg.sweep.goal_of("eval/gen/win_rate") is None
+
+
+def test_metrics_name_the_metric_and_conflicts_are_refused():
+    with pytest.raises(ConfigError, match="not the first of `metrics`"):
+        load_config({"sweep": {"metric": {"name": "loss"}, "metrics": [{"name": "eval/loss"}, {"name": "eval/rewards/margins"}]}})
+    with pytest.raises(ConfigError, match="names a metric twice"):
+        load_config({"sweep": {"metrics": [{"name": "eval/loss"}, {"name": "eval/loss"}]}})
+    with pytest.raises(ConfigError) as err:
+        load_config({"sweep": {"champion": {"by": "eval/loss", "constraints": {"eval/rewards/margins": {}}}}})
+    assert "give `max`, `min` or both" in str(err.value)
+
+
+def test_judges_are_one_of_three_kinds():
+    assert load_config({"evaluation": {"judge": {"reward_model": "/models/rm"}}}).evaluation.judge_label() \
+        == "reward_model:/models/rm"
+    python = load_config({"evaluation": {"judge": {"python": "my_rules:score"}}}).evaluation
+    assert python.judge_label() == "python:my_rules:score"
+    for bad in ("builtin:gpt4", {"python": "no colon"}, {"reward_model": ""}, {"python": "m:f", "extra": 1}):
+        with pytest.raises(ConfigError) as err:
+            load_config({"evaluation": {"judge": bad}})
+        assert any(f.startswith("evaluation.judge") for f in fields(err.value)), (bad, fields(err.value))
+
+
+def test_a_judge_round_trips_as_written():
+    for judge in ("builtin:demo", {"reward_model": "/models/rm", "batch_size": 4}):
+        dumped = load_config({"evaluation": {"judge": judge}}).model_dump(mode="json")
+        assert load_config(dumped).model_dump(mode="json") == dumped
+    assert load_config({"evaluation": {"judge": "builtin:demo"}}).model_dump(mode="json")["evaluation"]["judge"] \
+        == "builtin:demo"
+    with pytest.raises(ConfigError, match="exactly one of"):
+        load_config({"evaluation": {"judge": {"python": "a:b", "reward_model": "/m"}}})

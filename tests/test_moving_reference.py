@@ -33,7 +33,7 @@ def reference_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
 
 
 def initial_weights() -> dict[str, torch.Tensor]:
-    return dict(AutoModelForCausalLM.from_pretrained(builtin_path("builtin:tiny-gpt2")).named_parameters())
+    return dict(AutoModelForCausalLM.from_pretrained(builtin_path(tiny_config().model.name_or_path)).named_parameters())
 
 
 def assert_weights(actual: dict, expected: dict) -> None:
@@ -103,7 +103,7 @@ def test_a_reference_that_is_not_the_policys_fails_at_step_0(monkeypatch, tmp_pa
     with pytest.raises(Exception, match="step-0 check failed") as failed:
         run_worker(cfg, data, monkeypatch, tmp_path / "bad", ref_cache=shifted)
     message = str(failed.value)
-    assert "the policy starts as its reference (builtin:tiny-gpt2)" in message
+    assert "the policy starts as its reference (builtin:tiny-gpt2-sft)" in message
     assert "sigmoid_norm loss of the first batch must be 0.693147 (ln 2)" in message
     assert "the study's cached reference log-probs" in message
     # The same entry, untouched, passes: every run of this suite goes through the check.

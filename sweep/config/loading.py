@@ -10,6 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from objectives.registry import get_objective, objective_names, resolve
+from sweep.config.evaluation import GEN_PREFIX
 from sweep.config.schema import PrefsweepConfig
 from sweep.config.search import OBJECTIVE_KEY, branch_defaults, sample_rank, walk
 
@@ -201,19 +202,18 @@ def sweep_problems(config: PrefsweepConfig) -> list[tuple[str, str]]:
     parameter (nested ones in their branch) validates, and the sweep metric is reported by every
     objective in play."""
     problems = parameter_problems(config)
-    metric = config.sweep.metric.name
-    bare = metric.removeprefix("eval/")
     for name in config.objectives_in_play():
         try:
             objective = resolve(name)
         except (KeyError, ValueError) as err:
             problems.append(("sweep.parameters.objective.name", str(err)))
             continue
-        if bare not in objective.metrics and bare != "tokens_per_second":
-            problems.append(
-                ("sweep.metric.name", f"{name} does not report {metric!r}; it reports "
-                 + ", ".join(objective.metrics))
-            )
+        for where, metric in config.sweep.named_metrics():
+            bare = metric.removeprefix("eval/")
+            # eval/gen/* come from the evaluation section (checked by the schema), not the objective.
+            if metric.startswith(GEN_PREFIX) or bare in objective.metrics or bare == "tokens_per_second":
+                continue
+            problems.append((where, f"{name} does not report {metric!r}; it reports " + ", ".join(objective.metrics)))
         if objective.paired and config.data.format == "unpaired":
             problems.append(("data.format", f"objective {name} needs paired data (chosen/rejected) but data.format "
                              "is 'unpaired'; use an objective for labelled rows ("

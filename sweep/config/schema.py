@@ -11,13 +11,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
 
+from sweep.config.evaluation import GEN_PREFIX, EvaluationConfig, gen_metric_problem
 from sweep.config.fields import MAX_BATCH, MAX_COUNT, MAX_TOKENS, LocalPath, Seed, Strict
 from sweep.config.objective import ObjectiveConfig
 from sweep.config.redact import mask
 from sweep.config.search import OBJECTIVE_KEY, EarlyTerminate, MetricConfig, ParameterSpec, SweepConfig, values_of
 
 __all__ = [
-    "DataConfig", "DataSource", "EarlyTerminate", "LocalPath", "LoraConfig", "MetricConfig", "ModelConfig",
+    "DataConfig", "DataSource", "EarlyTerminate", "EvaluationConfig", "LocalPath", "LoraConfig", "MetricConfig", "ModelConfig",
     "ObjectiveConfig", "ParameterSpec", "PrefsweepConfig", "ResourcesConfig", "StorageConfig", "Strict",
     "SweepConfig", "TrackingConfig", "TrainConfig", "path_fields", "resolve_storage_path",
 ]
@@ -37,9 +38,10 @@ class LoraConfig(Strict):
 
 class ModelConfig(Strict):
     name_or_path: Annotated[str, LocalPath(hub_ok=True)] = Field(
-        "builtin:tiny-gpt2",
-        description="Hugging Face hub id, local directory in HF layout, or `builtin:tiny-gpt2` "
-        "(a small GPT-2 built deterministically on this machine, for offline use).",
+        "builtin:tiny-gpt2-sft",
+        description="Hugging Face hub id, local directory in HF layout, or a built-in offline model built "
+        "deterministically on this machine: `builtin:tiny-gpt2` (random init) or `builtin:tiny-gpt2-sft` "
+        "(the same, briefly fine-tuned on the demo's answers).",
     )
     ref_name_or_path: Annotated[str | None, LocalPath(hub_ok=True)] = Field(
         None, description="Reference model for KL-regularised objectives; null = same as `name_or_path`."
@@ -204,6 +206,8 @@ class PrefsweepConfig(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     sweep: SweepConfig = Field(default_factory=SweepConfig)
+    evaluation: EvaluationConfig | None = Field(
+        None, description="Generation-based evaluation of each trial (eval/gen/* metrics); null: none.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
 
@@ -223,6 +227,18 @@ class PrefsweepConfig(Strict):
             # With LoRA the reference is the base model with the adapters off: no weights of its own to move.
             raise ValueError(f"objective: the reference moves ({moving.why}), which needs full fine-tuning; "
                              "model.lora is set")
+        return self
+
+    @model_validator(mode="after")
+    def _generation_metrics_are_evaluated(self) -> PrefsweepConfig:
+        sweep, evaluation = self.sweep, self.evaluation
+        for where, name in sweep.named_metrics():
+            if problem := gen_metric_problem(name, evaluation):
+                raise ValueError(f"{where}: {problem}")
+        first = sweep.metric.name
+        if first.startswith(GEN_PREFIX) and evaluation is not None and evaluation.every != "eval":
+            # Tune and ASHA read the first metric in every report, not only the last.
+            raise ValueError(f"sweep.metric {first!r} is read at every evaluation: set evaluation.every: eval")
         return self
 
     def objectives_in_play(self) -> list[str | list[str]]:

@@ -22,6 +22,32 @@ class MetricConfig(Strict):
         return "max" if self.goal == "maximize" else "min"
 
 
+class Bound(Strict):
+    max: float | None = Field(None, description="The metric must be at most this.")
+    min: float | None = Field(None, description="The metric must be at least this.")
+
+    @model_validator(mode="after")
+    def _some_bound(self) -> Bound:
+        if self.max is None and self.min is None:
+            raise ValueError("give `max`, `min` or both")
+        if self.max is not None and self.min is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+    def admits(self, value: float | None) -> bool:
+        return value is not None and (self.max is None or value <= self.max) and (self.min is None or value >= self.min)
+
+
+class ChampionConfig(Strict):
+    by: str | None = Field(None, min_length=1, description="The metric that ranks the trials that meet every "
+                           "constraint; null: the sweep's metric.")
+    goal: Literal["maximize", "minimize"] | None = Field(
+        None, description="Direction of `by`; default: its goal in `sweep.metrics`/`sweep.metric`, else maximize.")
+    constraints: dict[str, Bound] = Field(
+        default_factory=dict, max_length=16,
+        description="METRIC: {max: X} and/or {min: X}; a trial missing the metric does not qualify.")
+
+
 class EarlyTerminate(Strict):
     type: Literal["asha"] = Field("asha", description="Early-stopping scheduler (Tune's ASHA).")
     grace_period: int = Field(1, ge=1, le=MAX_COUNT, description="Evaluations a trial always gets before it may be stopped.")
@@ -184,6 +210,13 @@ class SweepConfig(Strict):
         "bayes", description="`bayes`: Optuna TPE; `random`: Optuna random sampler; `grid`: every combination."
     )
     metric: MetricConfig = Field(default_factory=MetricConfig)
+    metrics: list[MetricConfig] | None = Field(
+        None, min_length=1, max_length=8,
+        description="Several metrics at once: Optuna's multi-objective search (Pareto front); ASHA and the "
+        "trial order use the first, which `metric` then is.")
+    champion: ChampionConfig | None = Field(
+        None, description="Which trial is registered as `champion`: the best by `by` among those meeting "
+        "`constraints`; null: the best by `metric`.")
     num_trials: int = Field(8, ge=1, le=MAX_BATCH,
                             description="Trials to run (for grid: at most this many of its combinations).")
     max_concurrent_trials: int = Field(1, ge=1, le=MAX_BATCH, description="Trials running at once.")
@@ -198,3 +231,35 @@ class SweepConfig(Strict):
     max_retries: int = Field(
         2, ge=0, le=100, description="Times a trial whose worker died restarts from its last checkpoint."
     )
+
+    @model_validator(mode="after")
+    def _metrics(self) -> SweepConfig:
+        if self.metrics is None:
+            return self
+        names = [m.name for m in self.metrics]
+        if len(set(names)) < len(names):
+            raise ValueError(f"metrics: {names} names a metric twice")
+        if "metric" in self.model_fields_set and self.metric != self.metrics[0]:
+            raise ValueError(f"metric {self.metric.name!r} is not the first of `metrics` ({names[0]!r}): "
+                             "drop `metric`, or put it first")
+        # The first metric is what ASHA, Tune and the trial order read: `metric` names it.
+        object.__setattr__(self, "metric", self.metrics[0])
+        return self
+
+    @property
+    def objectives(self) -> list[MetricConfig]:
+        """The metrics Optuna optimises: `metrics`, or `[metric]`."""
+        return list(self.metrics) if self.metrics else [self.metric]
+
+    def named_metrics(self) -> list[tuple[str, str]]:
+        """(field, metric) of every metric this section names."""
+        named = [("sweep.metric.name", self.metric.name)] if not self.metrics else \
+            [(f"sweep.metrics.{i}.name", m.name) for i, m in enumerate(self.metrics)]
+        if self.champion is not None:
+            if self.champion.by:
+                named.append(("sweep.champion.by", self.champion.by))
+            named += [(f"sweep.champion.constraints.{k}", k) for k in self.champion.constraints]
+        return named
+
+    def goal_of(self, name: str) -> str | None:
+        return next((m.goal for m in self.objectives if m.name == name), None)

@@ -9,7 +9,8 @@ from sweep.storage.databases import optuna_storage
 from sweep.storage.record import StudyRecord, load_record
 from sweep.study.export import export_checkpoint
 from sweep.study.liveness import record_state
-from sweep.study.trials import ENDED_STATES, best_row, join_trials, sort_rows, trial_curves, trial_rows
+from sweep.study.selection import champion, pareto_front, why_no_champion
+from sweep.study.trials import ENDED_STATES, join_trials, sort_rows, trial_curves, trial_rows
 
 
 def current_record(name: str, storage: str = "runs") -> StudyRecord:
@@ -31,13 +32,16 @@ def study_status(name: str, storage: str = "runs") -> dict[str, Any]:
         total = total_trials(cfg.sweep)
     except ValueError:  # a study recorded before its search space was checked up front
         total = cfg.sweep.num_trials
-    best = best_row(rows, cfg)
+    best = champion(rows, cfg.sweep)
+    front = pareto_front(rows, cfg.sweep.objectives) if cfg.sweep.metrics else []
     return {
         "name": name,
         "state": record.state,
         "metric": cfg.sweep.metric.model_dump(),
         "progress": {"done": done, "total": total},
         "best": best.as_dict() if best else None,
+        "objectives": [m.model_dump() for m in cfg.sweep.objectives],
+        "pareto_front": [r.trial_id for r in front],
         "trials": [r.as_dict() for r in rows],
         "mlflow": {"tracking_uri": record.tracking_uri, "experiment_id": record.experiment_id,
                    "parent_run_id": record.parent_run_id},
@@ -77,10 +81,10 @@ def study_progress(name: str, storage: str = "runs") -> dict[str, Any]:
 
 def best_trial(name: str, storage: str = "runs") -> tuple[StudyRecord, dict[str, Any]]:
     record = current_record(name, storage)
-    best = best_row(trial_rows(record), record.cfg)
+    rows = trial_rows(record)
+    best = champion(rows, record.cfg.sweep)
     if best is None:
-        raise NoUsableTrial(f"study {name!r} ({record.state}) has no trial with a checkpoint and a value of "
-                            f"{record.cfg.sweep.metric.name} yet")
+        raise NoUsableTrial(f"study {name!r} ({record.state}): {why_no_champion(rows, record.cfg.sweep)} yet")
     return record, best.as_dict()
 
 

@@ -9,7 +9,8 @@ from sweep.config.loading import config_with, dump_yaml
 from sweep.storage.record import StudyRecord, study_dir
 from sweep.storage.reference_store import count_passes
 from sweep.study.export import export_checkpoint
-from sweep.study.trials import ENDED_STATES, TrialRow, best_row, trial_rows
+from sweep.study.selection import champion, why_no_champion
+from sweep.study.trials import ENDED_STATES, TrialRow, trial_rows
 
 CHAMPION_ALIAS = "champion"
 
@@ -29,7 +30,7 @@ def summarize_study(record: StudyRecord) -> StudyRecord:
             tags[tracking.ERROR_TAG] = row.error
         tracking.set_tags(uri, run_id, tags)
         tracking.end_run(uri, run_id, final_status[row.state])
-    best = best_row(rows, cfg)
+    best = champion(rows, cfg.sweep)
     client = tracking.client_for(uri)
     client.log_text(record.parent_run_id, dump_yaml(cfg), "config.yaml")
     counts = {s: sum(r.state == s for r in rows) for s in ENDED_STATES}
@@ -49,7 +50,7 @@ def summarize_study(record: StudyRecord) -> StudyRecord:
         record.best["registered_version"] = register_champion(record, best)
     record.state = "finished" if best is not None or not rows else "failed"
     if best is None and rows:
-        record.error = "no trial reported the sweep metric"
+        record.error = why_no_champion(rows, cfg.sweep)
     tracking.end_run(uri, record.parent_run_id, "FINISHED" if record.state == "finished" else "FAILED")
     record.save(cfg.resolved_storage())
     return record

@@ -112,11 +112,6 @@ def sort_rows(rows: list[TrialRow], cfg: PrefsweepConfig) -> list[TrialRow]:
     return sorted(rows, key=lambda r: (r.value is None, sign * (r.value or 0.0)))
 
 
-def best_row(rows: list[TrialRow], cfg: PrefsweepConfig) -> TrialRow | None:
-    scored = [r for r in rows if r.value is not None and r.checkpoint_path]
-    return sort_rows(scored, cfg)[0] if scored else None
-
-
 OPTUNA_STATES = {"RUNNING": "running", "COMPLETE": "finished", "PRUNED": "stopped", "FAIL": "failed",
                  "WAITING": "pending"}
 
