@@ -141,6 +141,11 @@ class StepLogger:
         self.client = client_for(uri)
         self.run_id = run_id
 
+    def log_table(self, columns: dict[str, list], artifact_file: str) -> None:
+        """Appends to the run's table artifact (MLflow's log_table), which the UI's evaluation
+        view compares across runs."""
+        self.client.log_table(self.run_id, data=columns, artifact_file=artifact_file)
+
     def log(self, metrics: dict[str, float], step: int) -> None:
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if isinstance(v, (int, float))]
