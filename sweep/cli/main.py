@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from sweep.data.loading import DataError
+    from sweep.evaluation.judges import JudgeError
+    from sweep.service.generations import UnknownTrials
 
     try:
         return args.fn(args) or 0
@@ -41,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as err:
         console.print(f"[red]data error: {err}[/red]", highlight=False)
         return 1
-    except (StudyNotFound, NoUsableTrial, ModelLoadError, RayUnreachable) as err:  # nothing to show, or no cluster
+    except (StudyNotFound, NoUsableTrial, UnknownTrials, ModelLoadError, RayUnreachable, JudgeError) as err:
+        # nothing to show, no cluster, or a judge that cannot be loaded
         console.print(f"[red]{err}[/red]", highlight=False, soft_wrap=True)
         return 1
     except KeyboardInterrupt:

@@ -36,7 +36,7 @@ from sweep.engine.precision import autocast_context
 from sweep.engine.reference import Reference, cached_splits
 from sweep.evaluation.judges import JudgeError
 from sweep.evaluation.scorer import ScorerClient
-from sweep.evaluation.worker import TABLE_FILE, GenerationEval, table
+from sweep.evaluation.worker import GenerationEval, table
 from sweep.models.loading import load_tokenizer
 from sweep.storage.files import join, read_text, write_text
 
@@ -262,7 +262,7 @@ def evaluate_generations(gen_eval: GenerationEval, policy, cfg, device, logger, 
         fail_for_good(run_dir, str(exc))  # the judge would fail the same way on every retry
         raise
     if logger:
-        logger.log_table(table(rows, step), TABLE_FILE)
+        logger.log_table(table(rows, step), tracking.GENERATIONS_TABLE)
     return metrics
 
 

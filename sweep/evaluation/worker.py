@@ -12,8 +12,6 @@ from sweep.evaluation import metrics as gen_metrics
 from sweep.evaluation.generation import completion_logps, eval_prompts, generate, prompt_set
 from sweep.evaluation.scorer import ScorerClient
 
-TABLE_FILE = "eval_generations.json"  # the trial's MLflow table: one row per prompt and evaluation
-
 
 class GenerationEval:
     def __init__(self, cfg: PrefsweepConfig, eval_rows: list, tokenizer, scorer: ScorerClient, rank: int, world: int):
