@@ -96,6 +96,7 @@ async function showStudy(id) {
   });
   $("#logs-box").addEventListener("toggle", loadLogs);
   setupChat(id);
+  Generations.setup(id);
   let lastKey = "";
   async function refresh() {
     const [study, trials] = await Promise.all([
