@@ -27,9 +27,10 @@ def start_scorer(cfg: PrefsweepConfig, study_dir: str):
 
     # Two studies of one name under different storages may share a cluster: the dir names it.
     name = f"prefsweep-scorer-{cfg.name}-{hashlib.sha256(study_dir.encode()).hexdigest()[:10]}"
+    gpus = cfg.evaluation.scorer_gpus
     actor = ray.remote(Scorer).options(
-        name=name, namespace=ACTOR_NAMESPACE, get_if_exists=True, num_cpus=0,
+        name=name, namespace=ACTOR_NAMESPACE, get_if_exists=True, num_cpus=0, num_gpus=gpus,
         scheduling_strategy="DEFAULT",  # never a placement group's, whoever calls this
-    ).remote(cfg.model_dump(mode="json"), study_dir)
+    ).remote(cfg.model_dump(mode="json"), study_dir, "cuda" if gpus > 0 else "cpu")
     ray.get(actor.ready.remote())  # a reference model or judge that cannot load fails the study here
     return {"name": name, "namespace": ACTOR_NAMESPACE}, actor
