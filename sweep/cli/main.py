@@ -3,6 +3,7 @@ same service functions the REST API calls."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
@@ -31,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # MLflow draws a progress bar per artifact it downloads (compare reads a table per trial).
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from sweep.data.loading import DataError
     from sweep.evaluation.judges import JudgeError
     from sweep.service.generations import UnknownTrials
