@@ -155,7 +155,7 @@ def start_study(cfg: PrefsweepConfig, *, overwrite: bool = False, progress: list
         )
     data = _load_data(cfg)
     sampler_for(cfg.sweep)  # a search space Optuna refuses fails here, before anything is written
-    check_evaluation(cfg)  # and a judge that cannot be imported or loaded
+    check_evaluation(cfg, data)  # and a judge that cannot be imported or loaded
     url = optuna_url(cfg)
     if overwrite:
         _forget(cfg, url)

@@ -8,14 +8,21 @@ from __future__ import annotations
 
 import hashlib
 
+from sweep.config.loading import ConfigError
 from sweep.config.schema import PrefsweepConfig
 from sweep.evaluation.judges import check_judge
 from sweep.evaluation.scorer import ACTOR_NAMESPACE, Scorer
 
 
-def check_evaluation(cfg: PrefsweepConfig) -> None:
-    """What can be checked of the evaluation section before anything is written or started."""
-    if cfg.evaluation is not None and cfg.evaluation.judge is not None:
+def check_evaluation(cfg: PrefsweepConfig, data=None) -> None:
+    """What can be checked of the evaluation section before anything is written or started:
+    the judge loads, and (given the loaded data) the eval split has prompts to complete."""
+    if cfg.evaluation is None:
+        return
+    if data is not None and not data.eval:
+        raise ConfigError([("evaluation", "the eval split is empty, so there are no prompts to complete; "
+                                           "set data.eval or data.eval_fraction")])
+    if cfg.evaluation.judge is not None:
         check_judge(cfg.evaluation.judge)
 
 

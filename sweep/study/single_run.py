@@ -26,7 +26,7 @@ class TrainOutcome:
 def run_training(cfg: PrefsweepConfig) -> TrainOutcome:
     objective = cfg.objective.resolved()
     data = load_preference_data(cfg.data, paired=objective.paired, seed=cfg.train.seed)
-    check_evaluation(cfg)  # the run loads its own scorer (reference + judge) on its workers
+    check_evaluation(cfg, data)  # the run loads its own scorer (reference + judge) on its workers
     uri = tracking.tracking_uri(cfg)
     experiment_id = tracking.ensure_experiment(cfg, uri)
     run_name = f"{cfg.name}-train-{time.strftime('%Y%m%d-%H%M%S')}"

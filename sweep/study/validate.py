@@ -17,7 +17,7 @@ def validate(cfg: PrefsweepConfig) -> dict[str, Any]:
     objectives = [resolve(name) for name in cfg.objectives_in_play()]
     paired = any(o.paired for o in objectives)
     data = load_preference_data(cfg.data, paired=paired, seed=cfg.train.seed)
-    check_evaluation(cfg)
+    check_evaluation(cfg, data)
     tokenizer = load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
     limits = dict(max_length=cfg.data.max_length, max_prompt_length=cfg.data.max_prompt_length)
     if data.paired:

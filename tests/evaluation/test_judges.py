@@ -77,3 +77,17 @@ def test_a_classifier_with_two_labels_is_not_a_reward_model(tmp_path):
         load_judge(JudgeConfig(reward_model=str(path)))
     with pytest.raises(JudgeError, match="cannot load it"):
         load_judge(JudgeConfig(reward_model=str(tmp_path / "nothing-here")))
+
+
+def test_what_is_checked_before_a_study_starts():
+    from sweep.config.loading import ConfigError
+    from sweep.config.schema import PrefsweepConfig
+    from sweep.data.loading import PreferenceData
+    from sweep.study.scoring import check_evaluation
+
+    no_eval = PreferenceData(train=[], eval=[], format="paired", paired=True, dropped=0)
+    with pytest.raises(ConfigError, match="evaluation: the eval split is empty"):
+        check_evaluation(PrefsweepConfig(evaluation={}), no_eval)
+    with pytest.raises(JudgeError, match="cannot import 'nowhere'"):
+        check_evaluation(PrefsweepConfig(evaluation={"judge": {"python": "nowhere:f"}}))
+    check_evaluation(PrefsweepConfig(), no_eval)  # no evaluation section: nothing to check
