@@ -134,7 +134,7 @@ def join_trials(optuna_trials: list, tune_rows: list[TrialRow], study_state: str
             state = row.state  # Tune knows more (stopped by ASHA), but saves its state less often
         if state in ("running", "pending") and study_state in STUDY_ENDED:
             state = "interrupted"
-        value = t.value if t.value is not None else (row.value if row else None)
+        value = t.values[0] if t.values else (row.value if row else None)  # t.value refuses multi-objective trials
         trials.append({
             "number": t.number, "trial_id": row.trial_id if row else None, "state": state,
             "params": dict(row.params) if row else dict(sampled), "value": value,
