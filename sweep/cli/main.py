@@ -10,6 +10,7 @@ from sweep.cli import config_verbs, study_verbs
 from sweep.cli.output import console
 from sweep.config.loading import ConfigError
 from sweep.models.loading import ModelLoadError
+from sweep.service.reports import HubPushError
 from sweep.service.studies import NoUsableTrial
 from sweep.storage.record import StudyNotFound
 from sweep.study.ray_cluster import RayUnreachable
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as err:
         console.print(f"[red]data error: {err}[/red]", highlight=False)
         return 1
-    except (StudyNotFound, NoUsableTrial, ModelLoadError, RayUnreachable) as err:  # nothing to show, or no cluster
+    except (StudyNotFound, NoUsableTrial, ModelLoadError, RayUnreachable, HubPushError) as err:  # nothing to show, or no cluster
         console.print(f"[red]{err}[/red]", highlight=False, soft_wrap=True)
         return 1
     except KeyboardInterrupt:
