@@ -115,7 +115,9 @@ class StudyPage(BaseModel):
 
 
 class StudyDetail(StudySummary):
-    best: BestTrial | None
+    best: BestTrial | None = Field(description="The champion: sweep.champion's choice, else the best by the sweep metric.")
+    objectives: list[Metric] = Field(description="The metrics the search optimises (sweep.metrics, or the metric).")
+    pareto_front: list[str] = Field(description="Trial ids no other trial beats on every objective (several objectives).")
     mlflow: MlflowLink
     ray: RayJob
     config: dict[str, Any]
@@ -143,6 +145,32 @@ class Trials(BaseModel):
     study: str
     metric: Metric
     trials: list[Trial]
+
+
+class Generation(BaseModel):
+    index: int
+    prompt: str
+    completion: str
+    score: float | None
+    reference: str
+    reference_score: float | None
+    log_ratio: float | None
+
+
+class TrialGenerations(BaseModel):
+    trial_id: str
+    state: str
+    params: dict[str, Any]
+    step: int | None
+    metrics: dict[str, float | None]
+    generations: list[Generation]
+
+
+class Generations(BaseModel):
+    study: str
+    evaluation: bool
+    judge: str | None
+    trials: list[TrialGenerations]
 
 
 class Logs(BaseModel):

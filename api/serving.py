@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, create_model
 
+from sweep.evaluation.sampling import GREEDY_BELOW, sampling_kwargs
 from sweep.service.settings import Settings
 
 
@@ -37,9 +38,6 @@ class GenerationParams:
     top_p: float = 0.95
 
 
-# Sampling at temperature t divides float32 logits by t; below this they overflow to inf (a
-# float64 2e-309 even becomes 0), while greedy decoding is exactly the t -> 0 limit.
-GREEDY_BELOW = 1e-4
 
 
 class GenerateIn(BaseModel):
@@ -140,11 +138,7 @@ class Generator:
             "input_ids": ids, "attention_mask": torch.ones_like(ids),
             "max_new_tokens": params.max_new_tokens, "pad_token_id": loaded.tokenizer.pad_token_id,
         }
-        if params.temperature >= GREEDY_BELOW:
-            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
-        else:
-            kwargs.update(do_sample=False)
-        return kwargs
+        return {**kwargs, **sampling_kwargs(params.temperature, params.top_p)}
 
     def generate(self, name: str, params: GenerationParams) -> dict[str, Any]:
         import torch

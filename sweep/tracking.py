@@ -31,6 +31,7 @@ BEST_TRIAL_TAG = "prefsweep.best_trial"
 BEST_CHECKPOINT_TAG = "prefsweep.best_checkpoint"
 CACHE_TAG = "prefsweep.reference_cache"  # a trial's: which cache entry it read, or why none
 PASSES_TAG = "prefsweep.reference_passes"  # the study's: reference passes run so far
+GENERATIONS_TABLE = "eval_generations.json"  # a trial run's table: one row per prompt per evaluation
 OPTUNA_TRIAL_TAG = "prefsweep.optuna_trial"  # a trial's number in its Optuna study
 NODE_TAG, NODES_TAG = "prefsweep.node_id", "prefsweep.nodes"  # rank 0's Ray node, and every attempt's
 
@@ -140,6 +141,11 @@ class StepLogger:
     def __init__(self, uri: str, run_id: str):
         self.client = client_for(uri)
         self.run_id = run_id
+
+    def log_table(self, columns: dict[str, list], artifact_file: str) -> None:
+        """Appends to the run's table artifact (MLflow's log_table), which the UI's evaluation
+        view compares across runs."""
+        self.client.log_table(self.run_id, data=columns, artifact_file=artifact_file)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         now = int(time.time() * 1000)

@@ -261,6 +261,26 @@ def test_trust_remote_code_when_allowed(roots):
     assert cfg.storage.path == str(roots / "runs")
 
 
+def test_judges_through_the_api(server, roots):
+    """A python judge runs code the request names: refused unless the server allows it. A reward
+    model goes through the one path rule like every other model path."""
+    from sweep.config.loading import ConfigError
+    from sweep.service.submitted import prepare_config
+
+    python = demo_config(evaluation={"judge": {"python": "os:system"}})
+    assert fields(server.post("/studies", json=python, headers=AUTH)) == ["evaluation.judge.python"]
+    assert prepare_config(python, [], settings_for(roots, allow_python_judges=True)).evaluation.judge.python == "os:system"
+    outside = demo_config(evaluation={"judge": {"reward_model": "/etc"}})
+    assert fields(server.post("/studies", json=outside, headers=AUTH)) == ["evaluation.judge.reward_model"]
+    (roots / "data" / "rm").mkdir(parents=True)
+    inside = prepare_config(demo_config(evaluation={"judge": {"reward_model": "data/rm"}}), [], settings_for(roots))
+    assert inside.evaluation.judge.reward_model == str(roots / "data" / "rm")  # absolute for the job
+    swept = demo_config()
+    swept["sweep"]["parameters"]["evaluation.judge"] = {"values": [{"python": "os:system"}]}
+    with pytest.raises(ConfigError):
+        prepare_config(swept, [], settings_for(roots))
+
+
 # ------------------------------------------------------------------ launching without Ray
 
 def test_ray_down_is_503_and_leaves_nothing(server):

@@ -167,10 +167,27 @@ def test_the_trial_table_folds_long_names_instead_of_cutting_them(capsys, monkey
               "metric": {"name": "eval/rewards/accuracies"},
               "trials": [{"trial_id": "a1", "state": "finished", "value": 0.94, "evaluations": 3,
                           "expected_evaluations": 3, "params": {"train.learning_rate": 8.3e-5,
-                                                                "train.per_device_batch_size": 8}, "error": None}]}
+                                                                "train.per_device_batch_size": 8}, "error": None,
+                          "metrics": {"eval/rewards/accuracies": 0.94}}]}
     output.print_trials(status)
     out = capsys.readouterr().out
     assert "…" not in out  # rich's default cut headers to "eval/rew…" on an 80-column console
+
+
+def test_the_trial_table_shows_every_objective_the_front_and_the_champion(capsys, monkeypatch):
+    from sweep.cli import output
+
+    monkeypatch.setattr(output, "console", output.Console(width=200, force_terminal=False))
+    trial = {"state": "finished", "value": None, "evaluations": 1, "expected_evaluations": 1, "params": {}, "error": None}
+    status = {"name": "pareto", "state": "finished", "progress": {"done": 2, "total": 2},
+              "metric": {"name": "eval/gen/win_rate"}, "best": {"trial_id": "b"}, "pareto_front": ["a", "b"],
+              "objectives": [{"name": "eval/gen/win_rate", "goal": "maximize"}, {"name": "eval/gen/kl", "goal": "minimize"}],
+              "trials": [{**trial, "trial_id": "a", "metrics": {"eval/gen/win_rate": 0.71, "eval/gen/kl": 3.5}},
+                         {**trial, "trial_id": "b", "metrics": {"eval/gen/win_rate": 0.62, "eval/gen/kl": 0.4}}]}
+    output.print_trials(status)
+    out = capsys.readouterr().out
+    assert "Pareto front marked" in out and "a (front)" in out and "b (champion, front)" in out
+    assert "0.71" in out and "3.5" in out and "0.4" in out
 
 
 def test_a_ray_address_nobody_answers_on_is_one_line_in_seconds(tmp_path, capsys, monkeypatch):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from api.serving import GREEDY_BELOW, GenerationParams, Generator, Loaded
+from api.serving import GenerationParams, Generator, Loaded
+from sweep.evaluation.sampling import GREEDY_BELOW
 from sweep.models.loading import load_causal_lm, load_tokenizer
 from sweep.service.settings import Settings
 

@@ -138,6 +138,7 @@ async function showStudy(id, tab) {
   });
   $("#logs-box").addEventListener("toggle", loadLogs);
   setupChat(id);
+  Generations.setup(id);
   let lastKey = "";
   async function refresh() {
     const [study, trials] = await Promise.all([

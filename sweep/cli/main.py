@@ -3,6 +3,7 @@ same service functions the REST API calls."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
@@ -32,7 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # MLflow draws a progress bar per artifact it downloads (compare reads a table per trial).
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from sweep.data.loading import DataError
+    from sweep.evaluation.judges import JudgeError
+    from sweep.service.generations import UnknownTrials
 
     try:
         return args.fn(args) or 0
@@ -42,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as err:
         console.print(f"[red]data error: {err}[/red]", highlight=False)
         return 1
-    except (StudyNotFound, NoUsableTrial, ModelLoadError, RayUnreachable, HubPushError) as err:  # nothing to show, or no cluster
+    except (StudyNotFound, NoUsableTrial, UnknownTrials, ModelLoadError, RayUnreachable, JudgeError, HubPushError) as err:
+        # nothing to show, no cluster, a judge that cannot be loaded, or no way to the hub
         console.print(f"[red]{err}[/red]", highlight=False, soft_wrap=True)
         return 1
     except KeyboardInterrupt:

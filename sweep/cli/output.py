@@ -33,17 +33,26 @@ def print_metrics(title: str, metrics: dict[str, float]) -> None:
     console.print(table)
 
 
+HEADLINE = ("eval/gen/win_rate", "eval/gen/kl")  # shown whenever trials report them
+
+
 def print_trials(status: dict) -> None:
-    metric = status["metric"]["name"]
+    objectives = [o["name"] for o in status.get("objectives") or [status["metric"]]]
+    shown = objectives + [m for m in HEADLINE if m not in objectives
+                          and any(m in t["metrics"] for t in status["trials"])]
+    front = set(status.get("pareto_front") or [])
+    best = (status.get("best") or {}).get("trial_id")
+    how = " and ".join(objectives) + (" (Pareto front marked)" if len(objectives) > 1 else "")
     table = Table(title=f"study {status['name']}: {status['state']}, "
-                        f"{status['progress']['done']}/{status['progress']['total']} trials, by {metric}")
+                        f"{status['progress']['done']}/{status['progress']['total']} trials, by {how}")
     params = sorted({k for t in status["trials"] for k in t["params"]})
-    for column in ["trial", "state", metric, "evals", *params]:
+    for column in ["trial", "state", *shown, "evals", *params]:
         table.add_column(column, overflow="fold")  # a narrow terminal folds names, never cuts them
     for t in status["trials"]:
-        value = "" if t["value"] is None else f"{t['value']:.4g}"
-        table.add_row(t["trial_id"], t["state"], value, f"{t['evaluations']}/{t['expected_evaluations']}",
-                      *[_fmt(t["params"].get(p)) for p in params])
+        marks = [m for m, on in (("champion", t["trial_id"] == best), ("front", t["trial_id"] in front)) if on]
+        table.add_row(t["trial_id"] + (f" ({', '.join(marks)})" if marks else ""), t["state"],
+                      *[_fmt(t["metrics"].get(m, t["value"] if m == objectives[0] else None)) for m in shown],
+                      f"{t['evaluations']}/{t['expected_evaluations']}", *[_fmt(t["params"].get(p)) for p in params])
     console.print(table)
     for t in status["trials"]:
         if t["error"]:

@@ -1,4 +1,4 @@
-"""Sweep verbs: run, resume, status, best, report, serve."""
+"""Sweep verbs: run, resume, status, best, report, compare, serve."""
 from __future__ import annotations
 
 import json
@@ -151,6 +151,40 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from rich.table import Table
+
+    from sweep.service.generations import study_generations
+
+    found = study_generations(args.name, args.storage, args.trials.split(",") if args.trials else None, args.top)
+    shown = [t for t in found["trials"] if t["generations"]]
+    if not shown:
+        why = "it has no `evaluation` section" if not found["evaluation"] else "no trial has evaluated generations yet"
+        console.print(f"study {args.name}: nothing to compare ({why})", highlight=False)
+        return 1
+    for t in shown:
+        gen = ", ".join(f"{k.removeprefix('eval/gen/')} {v:.3g}" for k, v in t["metrics"].items() if v is not None)
+        console.print(f"trial {t['trial_id']} ({t['state']}, step {t['step']}): {json.dumps(t['params'])}\n  {gen}",
+                      highlight=False, soft_wrap=True)
+    table = Table(show_lines=True, title=f"{found['study']}: the same prompts, judge {found['judge'] or 'none'}")
+    table.add_column("prompt", ratio=1)
+    table.add_column("reference", ratio=2)
+    for t in shown:
+        table.add_column(f"trial {t['trial_id']}", ratio=2)
+    by_index = [{g["index"]: g for g in t["generations"]} for t in shown]
+    common = [i for i in by_index[0] if all(i in b for b in by_index)][:args.prompts]
+
+    def cell(text: str, score) -> str:
+        return text.strip() + (f"\n[dim]score {score:.3g}[/dim]" if score is not None else "")
+
+    for i in common:
+        first = by_index[0][i]
+        table.add_row(first["prompt"].strip(), cell(first["reference"], first["reference_score"]),
+                      *(cell(b[i]["completion"], b[i]["score"]) for b in by_index))
+    console.print(table)
+    return 0
+
+
 def cmd_serve(args) -> int:
     from api.server import serve
 
@@ -177,7 +211,12 @@ def add_verbs(verb) -> None:
     report = verb("report", cmd_report, "every trial as CSV/JSON, plots, parameter importances and report.md")
     report.add_argument("name")
     report.add_argument("--out", metavar="DIR", help="where to write it (default: NAME-report)")
-    for sub in (resume, status, best, report):
+    compare = verb("compare", cmd_compare, "side-by-side generations of the top trials and the reference")
+    compare.add_argument("name")
+    compare.add_argument("--top", type=int, default=3, help="trials to show (default: champion, then front or ranking)")
+    compare.add_argument("--trials", metavar="ID,ID", help="these trials instead")
+    compare.add_argument("--prompts", type=int, default=6, help="prompts to show")
+    for sub in (resume, status, best, report, compare):
         sub.add_argument("--storage", default="runs", help="storage.path the study was run with")
     serve = verb("serve", cmd_serve, "the REST service and web page")
     serve.add_argument("--host", default="127.0.0.1")

@@ -68,6 +68,9 @@ class EvaluationConfig(Strict):
         "`{reward_model: ...}` or `{python: module:function}`; null: no eval/gen/reward or win_rate.")
     batch_size: int = Field(16, ge=1, le=MAX_BATCH, description="Prompts generated per batch on a worker.")
     seed: Seed = Field(0, description="Seeds the prompt choice and sampling: same seed, same samples.")
+    scorer_gpus: float = Field(
+        0.0, ge=0.0, le=8.0, description="GPUs of the study's scorer (the reference model and the judge, "
+        "once per study); 0: it runs on CPU, without taking a CPU from the trials. A fraction shares a GPU.")
 
     @field_validator("judge", mode="before")
     @classmethod

@@ -92,6 +92,11 @@ def _encode(tokenizer, values: list[str | list[dict]], *, add_generation_prompt:
     return out
 
 
+def encode_prompts(tokenizer, prompts: list[str | list[dict]]) -> list[list[int]]:
+    """Prompt ids as training sees them (message lists with the generation prompt), untruncated."""
+    return _encode(tokenizer, prompts, add_generation_prompt=True)
+
+
 def _with_eos(completion: str | list[dict], tokenizer) -> str | list[dict]:
     eos = tokenizer.eos_token
     if isinstance(completion, list) or eos is None or completion.endswith(eos):

@@ -34,6 +34,9 @@ from sweep.engine.metrics import MetricAccumulator
 from sweep.engine.policy import build_policy_and_reference, unwrap
 from sweep.engine.precision import autocast_context
 from sweep.engine.reference import Reference, cached_splits
+from sweep.evaluation.judges import JudgeError
+from sweep.evaluation.scorer import ScorerClient
+from sweep.evaluation.worker import GenerationEval, table
 from sweep.models.loading import load_tokenizer
 from sweep.storage.files import join, read_text, write_text
 
@@ -42,16 +45,25 @@ class NonFiniteLossError(FloatingPointError):
     """The loss became NaN/inf: the run stops, since more steps cannot repair it."""
 
 
+# A failure that a retry would repeat (a diverged loss, a judge that raises): Ray Train restarts
+# a failed run from its last checkpoint, after a model load and the steps since, only to fail
+# again; so a run that failed this way once ends at the start of every later attempt.
 DIVERGED_FILE = "diverged.txt"
 
 
+class RepeatedFailure(RuntimeError):
+    """An earlier attempt of this run failed in a way a retry repeats."""
+
+
 def refuse_if_diverged_before(run_dir: str | None) -> None:
-    """Ray Train restarts a failed run from its last checkpoint, and a diverged one would only
-    diverge again, after a model load and the steps since; so a run that diverged once ends
-    at the start of every later attempt, with the first attempt's message."""
     earlier = read_text(join(run_dir, DIVERGED_FILE)) if run_dir else None
     if earlier:
-        raise NonFiniteLossError(f"{earlier} (recorded by an earlier attempt; not retried)")
+        raise RepeatedFailure(f"{earlier} (recorded by an earlier attempt; not retried)")
+
+
+def fail_for_good(run_dir: str | None, message: str) -> None:
+    if run_dir:
+        write_text(join(run_dir, DIVERGED_FILE), message)
 
 
 def seed_everything(seed: int) -> None:
@@ -143,6 +155,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                     shuffle=False, **shards)
     ) if eval_items else None
 
+    gen_eval = None
+    if cfg.evaluation is not None:  # the study's scorer (an actor) holds the reference model and the judge
+        scorer = ScorerClient(loop_config["config"], loop_config.get("scorer"), loop_config.get("study_dir"))
+        gen_eval = GenerationEval(cfg, data.eval, tokenizer, scorer, rank, context.get_world_size())
+
     trainable = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
@@ -189,8 +206,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                     message = (f"loss is {loss.item()} at step {step + 1} (objective {cfg.objective.label}, "
                                f"learning_rate {cfg.train.learning_rate}, beta {cfg.objective.beta}); "
                                "stopping this run")
-                    if loop_config.get("run_dir"):
-                        write_text(join(loop_config["run_dir"], DIVERGED_FILE), message)
+                    fail_for_good(loop_config.get("run_dir"), message)
                     raise NonFiniteLossError(message)
                 (loss / accum).backward()
             window.add({"loss": loss.detach(), **out.metrics}, weight=len(batch["index"]))
@@ -222,6 +238,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             metrics = dict(last_train)
             if eval_loader is not None:
                 metrics.update(evaluate(policy, eval_reference, eval_loader, objective, cfg.objective, cfg, device))
+            if gen_eval is not None and gen_eval.due(done):
+                metrics.update(evaluate_generations(gen_eval, policy, cfg, device, logger, done, loop_config.get("run_dir")))
             metrics["step"] = done
             metrics["epoch"] = done * accum / max(1, len(train_loader))
             if logger:
@@ -232,6 +250,20 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 metrics["resumed_from_step"] = start_step
             reported = True
             _report(metrics, policy, tokenizer, optimizer, scheduler, cfg, rank, done, moving)
+
+
+def evaluate_generations(gen_eval: GenerationEval, policy, cfg, device, logger, step: int,
+                         run_dir: str | None) -> dict[str, float]:
+    """eval/gen/* of this step; rank 0 logs the generations as the run's MLflow table."""
+    try:
+        with autocast_context(cfg, device):
+            metrics, rows = gen_eval.run(unwrap(policy), device)
+    except JudgeError as exc:
+        fail_for_good(run_dir, str(exc))  # the judge would fail the same way on every retry
+        raise
+    if logger:
+        logger.log_table(table(rows, step), tracking.GENERATIONS_TABLE)
+    return metrics
 
 
 def record_node(logger) -> None:
@@ -271,7 +303,8 @@ def _say(line: str) -> None:
 
 def progress_line(cfg: PrefsweepConfig, step: int, metrics: dict[str, float]) -> str:
     shown = [k for k in ("loss", "rewards/accuracies", "rewards/margins", "kl", "tokens_per_second",
-                         "eval/loss", "eval/rewards/accuracies", "eval/rewards/margins", "eval/kl") if k in metrics]
+                         "eval/loss", "eval/rewards/accuracies", "eval/rewards/margins", "eval/kl",
+                         "eval/gen/win_rate", "eval/gen/kl", "eval/gen/length") if k in metrics]
     values = " ".join(f"{k}={metrics[k]:.4g}" for k in shown)
     return f"[prefsweep {cfg.name}] step {step}/{cfg.train.max_steps} {values}"
 

@@ -21,15 +21,18 @@ def build_trainer(
     mlflow: dict[str, str] | None = None,
     callbacks: list | None = None,
     ref_cache: Any = None,
+    scorer: dict[str, str] | None = None,
 ) -> TorchTrainer:
     """`data` is the loaded PreferenceData or an ObjectRef to it (workers on other nodes
-    fetch it from the object store, so nothing depends on the driver's disk)."""
+    fetch it from the object store, so nothing depends on the driver's disk). `scorer`: the
+    name of the study's scorer actor (sweep.study.scoring); without one, a run that evaluates
+    generations loads its own."""
     resources = cfg.resources
     per_worker = {"CPU": resources.cpus_per_worker}
     if resources.use_gpu:
         per_worker["GPU"] = 1
     loop_config: dict[str, Any] = {"config": cfg.model_dump(mode="json"), "data": data, "ref_cache": ref_cache,
-                                   "run_dir": join(storage_path, run_name)}
+                                   "run_dir": join(storage_path, run_name), "scorer": scorer}
     if mlflow:
         loop_config.update(tracking_uri=mlflow["tracking_uri"], mlflow_run_id=mlflow["run_id"])
     return TorchTrainer(

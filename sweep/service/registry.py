@@ -235,6 +235,7 @@ class Registry:
         sid = study.submission_id
         return {
             **self.summary(study), "best": (status or {}).get("best"), "config": study.config,
+            "objectives": (status or {}).get("objectives") or [], "pareto_front": (status or {}).get("pareto_front") or [],
             "mlflow": {"tracking_uri": mlflow.get("tracking_uri"), "experiment_id": mlflow.get("experiment_id"),
                        "run_id": run, "url": link},
             "ray": {"submission_id": sid, "dashboard_url": f"{self.jobs.address}/#/jobs/{sid}" if sid else None},

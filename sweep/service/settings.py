@@ -46,6 +46,9 @@ class Settings(BaseModel):
         description="Directories configs may read data and local models from (PREFSWEEP_DATA_ROOTS, "
         "separated by the OS path separator); relative entries are under workdir.")
     allow_trust_remote_code: bool = False
+    allow_python_judges: bool = Field(
+        False, description="Accept `evaluation.judge: {python: module:function}` in submitted configs: "
+        "it imports and runs that code on the cluster.")
     max_running_studies: int = Field(2, ge=0, description="Studies pending or running at once; 429 past it.")
     max_prompt_chars: int = Field(2000, ge=1)
     max_new_tokens: int = Field(256, ge=1)

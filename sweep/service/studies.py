@@ -10,7 +10,7 @@ from sweep.storage.record import StudyRecord, load_record
 from sweep.study.export import export_checkpoint
 from sweep.study.liveness import record_state
 from sweep.study.selection import champion, pareto_front, why_no_champion
-from sweep.study.trials import ENDED_STATES, TrialRow, join_trials, sort_rows, trial_curves, trial_rows
+from sweep.study.trials import ENDED_STATES, TrialRow, first_value, join_trials, sort_rows, trial_curves, trial_rows
 
 
 def current_record(name: str, storage: str = "runs") -> StudyRecord:
@@ -73,7 +73,7 @@ def study_progress(name: str, storage: str = "runs") -> dict[str, Any]:
     except KeyError:
         return {"progress": {"done": 0, "total": total}, "best_value": None}  # no trial asked for yet
     trials = store.get_all_trials(study_id, deepcopy=False)
-    values = [t.value for t in trials if t.state.name in ("COMPLETE", "PRUNED") and t.value is not None]
+    values = [v for t in trials if t.state.name in ("COMPLETE", "PRUNED") and (v := first_value(t)) is not None]
     best = (max if cfg.sweep.metric.goal == "maximize" else min)(values) if values else None
     return {"progress": {"done": sum(t.state.name in ENDED_OPTUNA_STATES for t in trials), "total": total},
             "best_value": best}

@@ -126,7 +126,7 @@ def prepare_config(data: dict[str, Any], overrides: list[str], settings: Setting
         if given not in (get_dotted(defaults, key), server[key]):
             problems.append((key, "set by the server; leave it out (PREFSWEEP_" +
                              key.split(".")[-1].upper() + " on the server decides)"))
-    guarded = SERVER_KEYS + tuple(key for key, _ in path_fields()) + ("model.trust_remote_code",)
+    guarded = SERVER_KEYS + tuple(key for key, _ in path_fields()) + ("model.trust_remote_code", "evaluation.judge")
     for key, spec in cfg.sweep.parameters.items():
         if any(g == key or g.startswith(key + ".") for g in guarded):
             if key == "model.trust_remote_code" and (settings.allow_trust_remote_code or not any(spec.edge_values())):
@@ -135,6 +135,10 @@ def prepare_config(data: dict[str, Any], overrides: list[str], settings: Setting
     if cfg.model.trust_remote_code and not settings.allow_trust_remote_code:
         problems.append(("model.trust_remote_code", "not allowed on this server "
                          "(PREFSWEEP_ALLOW_TRUST_REMOTE_CODE=false)"))
+    judge = cfg.evaluation.judge if cfg.evaluation is not None else None
+    if judge is not None and judge.python is not None and not settings.allow_python_judges:
+        # A python judge imports and runs code named by the request, on the cluster.
+        problems.append(("evaluation.judge.python", "not allowed on this server (PREFSWEEP_ALLOW_PYTHON_JUDGES=false)"))
     rewrites, path_problems = local_sources(cfg, settings)
     problems += path_problems
     if problems:

@@ -31,6 +31,7 @@ from sweep.study.console import SweepProgress, worker_logs_on_console
 from sweep.study.liveness import keep_alive
 from sweep.study.optuna_search import StudySearch, link_trial
 from sweep.study.ray_cluster import init_ray
+from sweep.study.scoring import check_evaluation, start_scorer
 from sweep.study.search_space import sampler_for, total_trials
 from sweep.study.trials import ENDED_STATES, evaluations_per_trial, trial_rows
 
@@ -83,6 +84,7 @@ def run_trial(params: dict[str, Any], *, study: dict[str, Any], data: Any) -> No
         trainer = build_trainer(
             cfg, data_ref, run_name=f"trial-{trial_id}", storage_path=join(study["dir"], "train"),
             mlflow={"tracking_uri": uri, "run_id": run_id}, callbacks=[TuneReportCallback()], ref_cache=ref_cache,
+            scorer=study["scorer"],
         )
         trainer.fit()
     except Exception as exc:
@@ -128,8 +130,8 @@ def _scheduler(cfg: PrefsweepConfig):
 TRIAL_MEMORY = 64 * 1024**2  # bytes reserved per trial function (logical)
 
 
-def _trainable(record: StudyRecord, data: Any):
-    study = {**record.__dict__, "dir": study_dir(record.cfg.resolved_storage(), record.name)}
+def _trainable(record: StudyRecord, data: Any, scorer: dict[str, str] | None):
+    study = {**record.__dict__, "dir": study_dir(record.cfg.resolved_storage(), record.name), "scorer": scorer}
     # The trial function only waits on its TorchTrainer; the workers hold the CPUs/GPUs.
     # Tune refuses an all-zero request, hence a sliver, of memory: a CPU sliver would leave
     # the node it lands on short of a whole CPU, so on a cluster whose nodes have exactly
@@ -153,6 +155,7 @@ def start_study(cfg: PrefsweepConfig, *, overwrite: bool = False, progress: list
         )
     data = _load_data(cfg)
     sampler_for(cfg.sweep)  # a search space Optuna refuses fails here, before anything is written
+    check_evaluation(cfg, data)  # and a judge that cannot be imported or loaded
     url = optuna_url(cfg)
     if overwrite:
         _forget(cfg, url)
@@ -168,8 +171,9 @@ def start_study(cfg: PrefsweepConfig, *, overwrite: bool = False, progress: list
     keep_alive(record, storage)  # saves it, stamped with who drives it, and again every few seconds while it runs
     with _fails_study(record):
         _prepare_reference_cache(record, data)
+        scorer, _scorer_alive = start_scorer(cfg, study_dir(storage, cfg.name))  # held while the sweep runs
         tuner = tune.Tuner(
-            _trainable(record, data),
+            _trainable(record, data, scorer),
             tune_config=tune.TuneConfig(
                 metric=cfg.sweep.metric.name, mode=cfg.sweep.metric.mode,
                 search_alg=StudySearch(cfg, optuna.storages.RDBStorage(url)), scheduler=_scheduler(cfg),
@@ -210,8 +214,9 @@ def resume_study(name: str, storage: str = "runs", progress: list | None = None)
     keep_alive(record, cfg.resolved_storage())  # running again, driven by this process
     with _fails_study(record):
         _prepare_reference_cache(record, data)
+        scorer, _scorer_alive = start_scorer(cfg, study_dir(cfg.resolved_storage(), name))  # held while the sweep runs
         tuner = tune.Tuner.restore(
-            study_dir(cfg.resolved_storage(), name), trainable=_trainable(record, data),
+            study_dir(cfg.resolved_storage(), name), trainable=_trainable(record, data, scorer),
             resume_unfinished=True, resume_errored=False, restart_errored=False,
         )
     return _finish(record, tuner)

@@ -28,7 +28,13 @@ def stopped_early(cfg: PrefsweepConfig, result: dict[str, Any] | None) -> bool:
 
 class StudySearch(OptunaSearch):
     def __init__(self, cfg: PrefsweepConfig, storage: optuna.storages.BaseStorage):
-        super().__init__(space=DefineByRun(cfg.sweep, cfg.objective), metric=cfg.sweep.metric.name, mode=cfg.sweep.metric.mode,
+        # Several metrics: Optuna's multi-objective study (its TPE and random samplers take it);
+        # Tune's OptunaSearch then tells only final values (Optuna has no intermediate ones there).
+        objectives = cfg.sweep.objectives
+        multi = len(objectives) > 1
+        super().__init__(space=DefineByRun(cfg.sweep, cfg.objective),
+                         metric=[m.name for m in objectives] if multi else objectives[0].name,
+                         mode=[m.mode for m in objectives] if multi else objectives[0].mode,
                          sampler=sampler_for(cfg.sweep), storage=storage, study_name=cfg.name)
         self._cfg = cfg
 

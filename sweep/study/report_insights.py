@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sweep.config.search import value_label
+from sweep.study.trials import first_value
 
 EVALUATOR = "fanova"  # Optuna's fANOVA, seeded: the same importances on every run of the report
 MIN_TRIALS = 2  # importances need trials that differ
@@ -52,13 +53,13 @@ def completed_copy(trials: Sequence, goal: str):
         copy = optuna.create_study(direction=goal, storage=optuna.storages.InMemoryStorage())
     finally:
         optuna.logging.set_verbosity(verbosity)
-    copy.add_trials([create_trial(state=TrialState.COMPLETE, value=_value_of(t), params=t.params,
+    copy.add_trials([create_trial(state=TrialState.COMPLETE, value=first_value(t), params=t.params,
                                   distributions=t.distributions) for t in usable_trials(trials)])
     return copy
 
 
 def usable_trials(trials: Sequence) -> list:
-    return [t for t in trials if finite(_value_of(t)) is not None and t.params]
+    return [t for t in trials if finite(first_value(t)) is not None and t.params]
 
 
 def param_importances(trials: Sequence, metric: str, goal: str) -> dict[str, Any]:
@@ -94,11 +95,6 @@ def param_importances(trials: Sequence, metric: str, goal: str) -> dict[str, Any
     elif len(usable) < 8:
         out["note"] = f"From {len(usable)} trials: a rough guide, not a measurement."
     return out
-
-
-def _value_of(trial) -> float | None:
-    values = trial.values  # FrozenTrial.value refuses multi-objective trials; the sweep metric is the first
-    return values[0] if values else None
 
 
 def finite(value: Any) -> float | None:

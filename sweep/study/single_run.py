@@ -12,6 +12,7 @@ from sweep.config.schema import PrefsweepConfig
 from sweep.data.loading import load_preference_data
 from sweep.engine.trainer import build_trainer
 from sweep.study.ray_cluster import init_ray
+from sweep.study.scoring import check_evaluation
 
 
 @dataclass
@@ -25,6 +26,7 @@ class TrainOutcome:
 def run_training(cfg: PrefsweepConfig) -> TrainOutcome:
     objective = cfg.objective.resolved()
     data = load_preference_data(cfg.data, paired=objective.paired, seed=cfg.train.seed)
+    check_evaluation(cfg, data)  # the run loads its own scorer (reference + judge) on its workers
     uri = tracking.tracking_uri(cfg)
     experiment_id = tracking.ensure_experiment(cfg, uri)
     run_name = f"{cfg.name}-train-{time.strftime('%Y%m%d-%H%M%S')}"

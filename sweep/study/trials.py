@@ -107,6 +107,12 @@ def _finite(value) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
+def first_value(trial) -> float | None:
+    """An Optuna trial's value of the first sweep metric; `trial.value` raises for a study
+    with several (sweep.metrics)."""
+    return trial.values[0] if trial.values else None
+
+
 def sort_rows(rows: list[TrialRow], cfg: PrefsweepConfig) -> list[TrialRow]:
     sign = -1 if cfg.sweep.metric.goal == "maximize" else 1
     return sorted(rows, key=lambda r: (r.value is None, sign * (r.value or 0.0)))
@@ -134,7 +140,8 @@ def join_trials(optuna_trials: list, tune_rows: list[TrialRow], study_state: str
             state = row.state  # Tune knows more (stopped by ASHA), but saves its state less often
         if state in ("running", "pending") and study_state in STUDY_ENDED:
             state = "interrupted"
-        value = t.values[0] if t.values else (row.value if row else None)  # t.value refuses multi-objective trials
+        value = first_value(t)
+        value = value if value is not None else (row.value if row else None)
         trials.append({
             "number": t.number, "trial_id": row.trial_id if row else None, "state": state,
             "params": dict(row.params) if row else dict(sampled), "value": value,

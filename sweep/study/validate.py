@@ -10,12 +10,14 @@ from sweep.config.search import walk
 from sweep.data.loading import load_preference_data
 from sweep.data.tokenize import tokenize_completions, tokenize_pairs
 from sweep.models.loading import load_tokenizer
+from sweep.study.scoring import check_evaluation
 
 
 def validate(cfg: PrefsweepConfig) -> dict[str, Any]:
     objectives = [resolve(name) for name in cfg.objectives_in_play()]
     paired = any(o.paired for o in objectives)
     data = load_preference_data(cfg.data, paired=paired, seed=cfg.train.seed)
+    check_evaluation(cfg, data)
     tokenizer = load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
     limits = dict(max_length=cfg.data.max_length, max_prompt_length=cfg.data.max_prompt_length)
     if data.paired:
@@ -33,7 +35,17 @@ def validate(cfg: PrefsweepConfig) -> dict[str, Any]:
         "rows at max_length": sum(n >= cfg.data.max_length for n in lengths),
         "swept parameters": [swept.describe() for swept in walk(cfg.sweep.parameters)],
         "paths resolved beside the config file": cfg._resolved_paths or "none",
-        "sweep": f"{cfg.sweep.method}, {cfg.sweep.num_trials} trials, metric {cfg.sweep.metric.name} "
-                 f"({cfg.sweep.metric.goal})",
+        "sweep": f"{cfg.sweep.method}, {cfg.sweep.num_trials} trials, "
+                 + ", ".join(f"{m.name} ({m.goal})" for m in cfg.sweep.objectives),
+        "evaluation": _describe_evaluation(cfg),
     }
     return report
+
+
+def _describe_evaluation(cfg: PrefsweepConfig) -> str:
+    e = cfg.evaluation
+    if e is None:
+        return "none (no eval/gen/* metrics)"
+    how = "greedy" if e.greedy else f"sampled at temperature {e.temperature:g}, top_p {e.top_p:g}"
+    return (f"{e.prompts} eval prompts, up to {e.max_new_tokens} new tokens, {how}, at "
+            f"{'every evaluation' if e.every == 'eval' else 'the final evaluation'}; judge {e.judge_label() or 'none'}")

@@ -105,9 +105,11 @@ class Service:
 
 
 def small_config(name: str) -> dict:
-    """configs/demo.yaml, cut down: 2 trials of 40 steps, evaluated twice, no early stopping."""
+    """configs/demo.yaml, cut down: 2 trials of 40 steps, evaluated twice (16 prompts completed
+    each time), no early stopping."""
     cfg = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
     cfg["name"] = name
     cfg["train"].update(max_steps=40, eval_every=20, logging_steps=10)
     cfg["sweep"].update(num_trials=2, early_terminate=None)
+    cfg["evaluation"].update(prompts=16, max_new_tokens=24)
     return cfg

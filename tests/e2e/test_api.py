@@ -103,6 +103,23 @@ def test_demo_finishes_with_trials_and_best(service):
     assert logs["lines"] and len(logs["lines"]) <= 50
 
 
+def test_generations_side_by_side(service):
+    service.ensure_demo()
+    assert service.anon.get(f"/studies/{DEMO}/generations").status_code == 401
+    found = service.client.get(f"/studies/{DEMO}/generations").json()
+    assert found["judge"] == "builtin:demo" and len(found["trials"]) == 2
+    for trial in found["trials"]:
+        assert trial["step"] == 40 and len(trial["generations"]) == 16
+        assert 0 <= trial["metrics"]["eval/gen/win_rate"] <= 1
+        row = trial["generations"][0]
+        assert row["prompt"] and row["reference"] and row["score"] is not None and row["reference_score"] is not None
+    first = found["trials"][0]["trial_id"]
+    one = service.client.get(f"/studies/{DEMO}/generations", params={"trials": first}).json()
+    assert [t["trial_id"] for t in one["trials"]] == [first]
+    assert service.client.get(f"/studies/{DEMO}/generations", params={"trials": "nope"}).status_code == 404
+    assert service.client.get(f"/studies/{DEMO}/generations", params={"trials": "../x"}).status_code == 422
+
+
 def test_generate(service):
     body = {"prompt": "User: Can you give me a tip about tea?\nAssistant:", "max_new_tokens": 12, "temperature": 0}
     assert service.anon.post(f"/studies/{DEMO}/generate", json=body).status_code == 401

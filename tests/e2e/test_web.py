@@ -68,6 +68,15 @@ def test_page_study_trials_and_chat(service, page):
     text = reply.locator("span").inner_text()
     assert text and not text.startswith("error")
     page.screenshot(path=str(ARTIFACTS / "web-study.png"), full_page=True)
+
+    # What the trials said, side by side with the reference's answers to the same prompts.
+    page.click("#generations-box summary")
+    table = page.locator("#generations-table")
+    table.wait_for()
+    assert table.locator("thead th").count() == 4  # prompt, reference, two trials
+    assert table.locator("tbody tr").count() == 16
+    assert "score" in table.locator("tbody tr").first.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "web-generations.png"), full_page=True)
     assert page.errors == []
 
 

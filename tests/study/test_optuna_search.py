@@ -60,3 +60,30 @@ def test_a_trial_records_its_mlflow_run_on_its_optuna_trial(tmp_path):
     assert second.user_attrs == {TRIAL_ID_ATTR: "b", MLFLOW_RUN_ATTR: "run-b",
                                  "prefsweep.params": second.user_attrs["prefsweep.params"]}
     assert MLFLOW_RUN_ATTR not in first.user_attrs
+
+
+def test_several_metrics_make_a_multi_objective_study(tmp_path):
+    """sweep.metrics: one Optuna study with a direction per metric, final values told, trials
+    ASHA stopped told PRUNED (no values); the TPE sampler proposes from it."""
+    cfg = PrefsweepConfig(name="multi", train={"max_steps": 100, "eval_every": 50},
+                          sweep={"metrics": [{"name": "eval/gen/win_rate"}, {"name": "eval/gen/kl", "goal": "minimize"}],
+                                 "parameters": {"objective.beta": {"distribution": "uniform", "min": 0.05, "max": 0.5}}},
+                          evaluation={"judge": "builtin:demo", "every": "eval"})
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    search = StudySearch(cfg, optuna.storages.RDBStorage(url))
+    for n in range(12):
+        config = search.suggest(f"t{n}")
+        beta = config["objective.beta"]
+        stopped = n == 3
+        result = {"eval/gen/win_rate": 0.5 + beta, "eval/gen/kl": 10 * beta, "training_iteration": 1,
+                  "step": 50 if stopped else 100, "config": config}
+        search.on_trial_result(f"t{n}", result)
+        search.on_trial_complete(f"t{n}", result)
+    study = optuna.load_study(study_name="multi", storage=url)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    trials = study.get_trials()
+    assert trials[3].state == TrialState.PRUNED and trials[3].values is None
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 11 and all(len(t.values) == 2 for t in complete)
+    # every trial here trades one metric for the other: all of them are on Optuna's front
+    assert len(study.best_trials) == 11

@@ -12,6 +12,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from sweep.config.schema import PrefsweepConfig
+from sweep.evaluation.judges import JudgeError
 from sweep.study.driver import training_failed
 from sweep.study.search_space import PARAMS_ATTR
 from sweep.study.trials import join_trials, row_from_trial
@@ -74,6 +75,7 @@ def test_a_pending_tune_row_does_not_hide_what_optuna_already_knows():
 
 @pytest.mark.parametrize("failures, expected", [
     ({0: ValueError("loss is nan")}, True),  # the trial's own code: restarting elsewhere would not help
+    ({0: JudgeError("judge python:m:f raised KeyError")}, True),  # what a worker makes of the scorer's failure
     ({0: ray.exceptions.RaySystemError("node died")}, False),  # the cluster: Tune restarts it
     ({0: ValueError("x"), 1: ray.exceptions.RaySystemError("y")}, False),
     ({}, False),
