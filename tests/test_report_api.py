@@ -5,19 +5,15 @@ from __future__ import annotations
 
 import csv
 import io
-import threading
-import time
 
 import httpx
 import pytest
-import uvicorn
 from browser import ARTIFACTS, chromium_page, needs_chromium
 from report_study import GEN, METRIC, build
-from test_api_unit import AUTH, TOKEN, settings_for
+from test_api_unit import AUTH, TOKEN, served, settings_for
 
 from api.app import create_app
 from api.schemas import public
-from sweep.study.ray_cluster import free_port
 from sweep.study.report import build_report
 
 
@@ -33,27 +29,11 @@ def study(base):
     return build(base / "runs", gen=GEN)
 
 
-def serve(settings):
-    app = create_app(settings)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    return server, thread, f"http://127.0.0.1:{port}"
-
-
 @pytest.fixture(scope="module")
 def service(base, study):
-    server, thread, url = serve(settings_for(base))
-    with httpx.Client(base_url=url, timeout=60, headers=AUTH) as client:
+    with served(create_app(settings_for(base))) as url, httpx.Client(base_url=url, timeout=60, headers=AUTH) as client:
         client.url = url
         yield client
-    server.should_exit = True
-    thread.join(10)
 
 
 def test_the_report_as_json_and_as_csv(service):
@@ -91,18 +71,14 @@ def test_pushing_needs_the_services_own_token_and_a_strict_body(service):
 
 
 def test_a_service_with_a_token_pushes_only_where_it_may(base, study):
-    server, thread, url = serve(settings_for(base, hf_token="hf_service_token", hf_namespaces="team"))
-    try:
-        with httpx.Client(base_url=url, timeout=60, headers=AUTH) as client:
-            elsewhere = client.post("/studies/syn/best", json={"repo_id": "me/syn"})
-            assert elsewhere.status_code == 403 and "only to team" in elsewhere.json()["detail"]
-            # Allowed, but this hand-made study has no checkpoint in Ray's state to push.
-            nothing = client.post("/studies/syn/best", json={"repo_id": "team/syn"})
-            assert nothing.status_code == 404 and "no trial" in nothing.json()["detail"]
-            assert "hf_service_token" not in elsewhere.text + nothing.text
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    app = create_app(settings_for(base, hf_token="hf_service_token", hf_namespaces="team"))
+    with served(app) as url, httpx.Client(base_url=url, timeout=60, headers=AUTH) as client:
+        elsewhere = client.post("/studies/syn/best", json={"repo_id": "me/syn"})
+        assert elsewhere.status_code == 403 and "only to team" in elsewhere.json()["detail"]
+        # Allowed, but this hand-made study has no checkpoint in Ray's state to push.
+        nothing = client.post("/studies/syn/best", json={"repo_id": "team/syn"})
+        assert nothing.status_code == 404 and "no trial" in nothing.json()["detail"]
+        assert "hf_service_token" not in elsewhere.text + nothing.text
 
 
 @needs_chromium
