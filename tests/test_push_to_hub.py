@@ -1,17 +1,14 @@
 """`best --push-to-hub` up to the hub: the hub cannot be reached from here, so only
-huggingface_hub's three network calls (create_repo, create_branch, upload_folder) are replaced,
-by recorders that keep a copy of the folder they were handed; everything before them is real
-(a checkpoint of the built-in model, the export, the model card). Without a token nothing is
-exported or uploaded."""
+huggingface_hub's three network calls are replaced (the `hub` fixture, tests/conftest.py);
+everything before them is real (a checkpoint of the built-in model, the export, the model
+card). Without a token nothing is exported or uploaded."""
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import httpx
 import pytest
-from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 from report_study import build
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -20,32 +17,6 @@ from sweep.cli.main import main
 from sweep.models.builtin import builtin_path
 from sweep.service import reports
 from sweep.service.settings import from_env
-
-
-@pytest.fixture
-def hub(monkeypatch, tmp_path):
-    """The recorded hub calls; `refuse` makes create_repo answer like the hub does when it says no."""
-    calls: list[tuple] = []
-    state = SimpleNamespace(calls=calls, folder=None, refuse=None)
-
-    def create_repo(self, repo_id, *, private=False, exist_ok=False, **_):
-        calls.append(("create_repo", repo_id, private, exist_ok, self.token))
-        if state.refuse:
-            raise state.refuse
-        return f"https://huggingface.co/{repo_id}"
-
-    def create_branch(self, repo_id, *, branch, exist_ok=False, **_):
-        calls.append(("create_branch", repo_id, branch, exist_ok))
-
-    def upload_folder(self, *, folder_path, repo_id, revision=None, commit_message=None, **_):
-        state.folder = tmp_path / "uploaded"
-        shutil.copytree(folder_path, state.folder)  # the temporary export is gone after the call
-        calls.append(("upload_folder", repo_id, revision, commit_message))
-        return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/abc")
-
-    for name, fn in [("create_repo", create_repo), ("create_branch", create_branch), ("upload_folder", upload_folder)]:
-        monkeypatch.setattr(HfApi, name, fn)
-    return state
 
 
 @pytest.fixture(scope="module")
