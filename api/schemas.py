@@ -199,7 +199,7 @@ class ReportTrial(BaseModel):
 
 class Importances(BaseModel):
     metric: str
-    evaluator: str = Field(description="Optuna's importance evaluator (fanova).")
+    evaluator: str = Field(description="Optuna's importance evaluator (fanova, mean_decrease_impurity, ped_anova).")
     trials: int = Field(description="Trials with a value the importances were computed from.")
     values: dict[str, float] = Field(description="Parameter -> importance, largest first; sums to 1, or empty.")
     note: str | None = Field(description="Why there are none, or what to make of them.")

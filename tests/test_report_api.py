@@ -53,7 +53,10 @@ def test_the_report_as_json_and_as_csv(service):
     rows = list(csv.DictReader(io.StringIO(as_csv.text)))
     assert len(rows) == 8 and list(rows[0]) == data["columns"] and rows[0]["param.objective.beta"] == "0.2"
 
+    other = service.get("/studies/syn/report", params={"importance": "mean_decrease_impurity"}).json()["importances"]
+    assert other["evaluator"] == "mean_decrease_impurity" and abs(sum(other["values"].values()) - 1) < 1e-9
     assert service.get("/studies/syn/report", params={"format": "xml"}).status_code == 422
+    assert service.get("/studies/syn/report", params={"importance": "shap"}).status_code == 422
     assert service.get("/studies/nope/report").status_code == 404
     assert httpx.get(f"{service.url}/studies/syn/report").status_code == 401  # the token, as everywhere
 

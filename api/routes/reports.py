@@ -14,6 +14,7 @@ from api.errors import responses
 from api.schemas import public
 from sweep.service import reports as service
 from sweep.study.report import report_csv
+from sweep.study.report_insights import DEFAULT_EVALUATOR, EVALUATORS
 
 router = APIRouter()
 CSV = {"text/csv": {"schema": {"type": "string"}, "example": "rank,number,trial_id,state,...\n"}}
@@ -23,10 +24,12 @@ CSV = {"text/csv": {"schema": {"type": "string"}, "example": "rank,number,trial_
     **responses(404), 200: {"description": "The report as JSON, or with `format=csv` one CSV row per trial "
                                            "(the JSON's `columns`).", "content": CSV}})
 def get_report(study_id: StudyId, studies: Studies, output: Annotated[Literal["json", "csv"], Query(
-        alias="format", description="json: the whole report; csv: every trial, one row each")] = "json"):
+        alias="format", description="json: the whole report; csv: every trial, one row each")] = "json",
+        importance: Annotated[Literal[tuple(EVALUATORS)], Query(  # type: ignore[valid-type]
+            description="Optuna's importance evaluator")] = DEFAULT_EVALUATOR):
     study = studies.get(study_id)
     try:
-        data = public(service.study_report(study.name, studies.storage).data)
+        data = public(service.study_report(study.name, studies.storage, evaluator=importance).data)
     except FileNotFoundError as exc:  # the record went between the index and now
         raise HTTPException(404, str(exc)) from None
     if output == "csv":

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from sweep.cli.output import add_config_args, console, load_from_args, print_metrics, print_trials
+from sweep.study.report_insights import DEFAULT_EVALUATOR, EVALUATORS
 
 
 def cmd_run(args) -> int:
@@ -137,17 +138,18 @@ def cmd_report(args) -> int:
     from sweep.service.reports import write_study_report
 
     out = args.out or f"{args.name}-report"
-    written = write_study_report(args.name, out, args.storage, progress=_step)
+    written = write_study_report(args.name, out, args.storage, progress=_step, evaluator=args.importance)
     report = written["report"]
     imp = report["importances"]
     if imp["values"]:
-        print_metrics(f"parameter importances for {imp['metric']} (fANOVA, {imp['trials']} trials)", imp["values"])
+        print_metrics(f"parameter importances for {imp['metric']} ({imp['evaluator']}, {imp['trials']} trials)",
+                      imp["values"])
     if imp["note"]:
         console.print(imp["note"], highlight=False, soft_wrap=True)
     console.print("\n".join(f"- {s}" for s in report["observations"]), highlight=False, soft_wrap=True)
+    logged = f"on the MLflow parent run: {written['artifact_uri']}" if written["artifact_uri"] else "not in MLflow"
     console.print(f"report of {len(report['trials'])} trials in {out}/ ({len(written['files'])} files: report.md, "
-                  f"trials.csv, report.json and the plots); on the MLflow parent run: {written['artifact_uri']}",
-                  highlight=False, soft_wrap=True)
+                  f"trials.csv, report.json and the plots); {logged}", highlight=False, soft_wrap=True)
     return 0
 
 
@@ -211,6 +213,8 @@ def add_verbs(verb) -> None:
     report = verb("report", cmd_report, "every trial as CSV/JSON, plots, parameter importances and report.md")
     report.add_argument("name")
     report.add_argument("--out", metavar="DIR", help="where to write it (default: NAME-report)")
+    report.add_argument("--importance", choices=sorted(EVALUATORS), default=DEFAULT_EVALUATOR,
+                        help="Optuna's importance evaluator (default: fanova)")
     compare = verb("compare", cmd_compare, "side-by-side generations of the top trials and the reference")
     compare.add_argument("name")
     compare.add_argument("--top", type=int, default=3, help="trials to show (default: champion, then front or ranking)")

@@ -12,6 +12,7 @@ from sweep.service.settings import Settings
 from sweep.service.studies import best_trial, current_record, export_trial
 from sweep.storage.record import StudyRecord
 from sweep.study.report import Progress, StudyReport, build_report
+from sweep.study.report_insights import DEFAULT_EVALUATOR
 from sweep.study.trials import TrialRow, trial_rows
 
 
@@ -19,21 +20,23 @@ def _quiet(_: str) -> None:
     pass
 
 
-def study_report(name: str, storage: str = "runs", progress: Progress = _quiet) -> StudyReport:
-    """The report of a study as it stands (running ones too): trials, importances, sentences."""
+def study_report(name: str, storage: str = "runs", progress: Progress = _quiet,
+                 evaluator: str = DEFAULT_EVALUATOR) -> StudyReport:
+    """The report of a study as it stands (running ones too): trials, importances (Optuna's
+    `evaluator`), sentences."""
     record = current_record(name, storage)
     progress(f"reading the trials of {name} from Ray Tune's state")
-    return build_report(record, trial_rows(record), progress)
+    return build_report(record, trial_rows(record), progress, evaluator)
 
 
-def write_study_report(name: str, out_dir: str | Path, storage: str = "runs",
-                       progress: Progress = _quiet) -> dict[str, Any]:
+def write_study_report(name: str, out_dir: str | Path, storage: str = "runs", progress: Progress = _quiet,
+                       evaluator: str = DEFAULT_EVALUATOR) -> dict[str, Any]:
     """study_report, written to `out_dir` with its plots and logged on the MLflow parent run.
     -> {files, artifact_uri, report}."""
     from sweep.study.report_files import write_report  # matplotlib: only where files are drawn
 
     record = current_record(name, storage)
-    report = study_report(name, storage, progress)
+    report = study_report(name, storage, progress, evaluator)
     return {**write_report(report, record, out_dir, progress), "report": report.data}
 
 

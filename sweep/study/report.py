@@ -19,7 +19,7 @@ from sweep.config.search import walk
 from sweep.storage.databases import optuna_storage
 from sweep.storage.record import StudyRecord
 from sweep.study.optuna_search import MLFLOW_RUN_ATTR
-from sweep.study.report_insights import Ranked, finite, observations, param_importances, ranked
+from sweep.study.report_insights import DEFAULT_EVALUATOR, Ranked, finite, observations, param_importances, ranked
 from sweep.study.report_plots import frontier_data
 from sweep.study.selection import champion, pareto_front
 from sweep.study.trials import TrialRow, join_trials, trial_curves
@@ -85,9 +85,10 @@ def categorical_keys(cfg: PrefsweepConfig) -> set[str]:
     return {k for k, found in kinds.items() if found <= {"categorical", "constant"}}
 
 
-def build_report(record: StudyRecord, rows: Sequence[TrialRow], progress: Progress = _quiet) -> StudyReport:
+def build_report(record: StudyRecord, rows: Sequence[TrialRow], progress: Progress = _quiet,
+                 evaluator: str = DEFAULT_EVALUATOR) -> StudyReport:
     """The report of a study from its stores: Tune's `rows` (sweep.study.trials.trial_rows),
-    Optuna's trials, MLflow's step metrics."""
+    Optuna's trials, MLflow's step metrics; `evaluator`: Optuna's importance evaluator."""
     cfg = record.cfg
     metric, goal = cfg.sweep.metric.name, cfg.sweep.metric.goal
     progress("reading the trials from Optuna")
@@ -120,8 +121,8 @@ def build_report(record: StudyRecord, rows: Sequence[TrialRow], progress: Progre
                     goal)
     for rank, r in enumerate(scored, 1):
         trials[int(r.label)]["rank"] = rank
-    progress(f"parameter importances for {metric} (Optuna's fANOVA)")
-    importances = param_importances(optuna_trials, metric, goal)
+    progress(f"parameter importances for {metric} (Optuna's {evaluator})")
+    importances = param_importances(optuna_trials, metric, goal, evaluator)
     sentences = observations([Ranked(f"#{t['number']}", t["params"], t["value"]) for t in trials
                               if t["value"] is not None], metric, goal, categorical_keys(cfg))
     best = champion(rows, cfg.sweep)

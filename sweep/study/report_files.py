@@ -8,7 +8,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from mlflow.exceptions import MlflowException
+
 from sweep import tracking
+from sweep.config.redact import mask_url
 from sweep.config.schema import PrefsweepConfig
 from sweep.storage.record import StudyRecord
 from sweep.study import report_plots as plots
@@ -43,8 +46,7 @@ def write_report(report: StudyReport, record: StudyRecord, out_dir: str | Path,
         figures["parallel coordinates"] = parallel
     if data["importances"]["values"]:
         progress("plotting importances")
-        figures["importances"] = plots.importances_png(data["importances"]["values"], cfg.sweep.metric.name,
-                                                       out / "importances.png")
+        figures["importances"] = plots.importances_png(data["importances"], out / "importances.png")
     if data["frontier"]:
         progress("plotting the reward-vs-KL frontier")
         figures["frontier"] = plots.frontier_png(report.rows, cfg.sweep, out / plots.FRONTIER_FILE)
@@ -54,10 +56,14 @@ def write_report(report: StudyReport, record: StudyRecord, out_dir: str | Path,
     files = [out / "report.md", out / "trials.csv", out / "report.json", *figures.values()]
     progress(f"logging {len(files)} files to the MLflow parent run {record.parent_run_id} under {ARTIFACT_DIR}/")
     client = tracking.client_for(record.tracking_uri)
-    for path in files:
-        client.log_artifact(record.parent_run_id, str(path), ARTIFACT_DIR)
-    return {"files": [str(p) for p in files],
-            "artifact_uri": f"{client.get_run(record.parent_run_id).info.artifact_uri}/{ARTIFACT_DIR}"}
+    try:
+        for path in files:
+            client.log_artifact(record.parent_run_id, str(path), ARTIFACT_DIR)
+        artifact_uri = f"{client.get_run(record.parent_run_id).info.artifact_uri}/{ARTIFACT_DIR}"
+    except MlflowException as err:  # e.g. the parent run was deleted: the files are written all the same
+        progress(f"could not log them on the MLflow parent run: {mask_url(str(err))}")
+        artifact_uri = None
+    return {"files": [str(p) for p in files], "artifact_uri": artifact_uri}
 
 
 def _image(title: str, path: Path | None) -> list[str]:
@@ -83,7 +89,7 @@ def markdown(cfg: PrefsweepConfig, report: StudyReport, figures: dict[str, Path]
     if imp["note"]:
         lines += [imp["note"], ""]
     if imp["values"]:
-        lines += [f"Optuna's fANOVA over {imp['trials']} trials (ASHA-stopped ones with their last value).", "",
+        lines += [f"Optuna's {imp['evaluator']} over {imp['trials']} trials (ASHA-stopped ones with their last value).", "",
                   "| parameter | importance |", "|---|---|",
                   *[f"| {k} | {v:.3f} |" for k, v in imp["values"].items()], ""]
         lines += _image("importances", figures.get("importances"))

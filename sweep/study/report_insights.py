@@ -12,7 +12,13 @@ from typing import Any
 from sweep.config.search import value_label
 from sweep.study.trials import first_value
 
-EVALUATOR = "fanova"  # Optuna's fANOVA, seeded: the same importances on every run of the report
+# Optuna's importance evaluators by the name a report asks for; seeded where they draw, so a
+# report says the same on every run. fANOVA is the default (PED-ANOVA, Optuna 5's, needs more
+# trials than a sweep usually has: it compares the top 10% with the rest).
+EVALUATORS = {"fanova": ("FanovaImportanceEvaluator", {"seed": 0}),
+              "mean_decrease_impurity": ("MeanDecreaseImpurityImportanceEvaluator", {"seed": 0}),
+              "ped_anova": ("PedAnovaImportanceEvaluator", {})}
+DEFAULT_EVALUATOR = "fanova"
 MIN_TRIALS = 2  # importances need trials that differ
 MIN_RANKED = 3  # sentences about the best trials need some that are not the best
 
@@ -62,28 +68,30 @@ def usable_trials(trials: Sequence) -> list:
     return [t for t in trials if finite(first_value(t)) is not None and t.params]
 
 
-def param_importances(trials: Sequence, metric: str, goal: str) -> dict[str, Any]:
-    """Optuna's fANOVA importances of the parameters for `metric` over Optuna trials
-    (`FrozenTrial`s, any state) that reached a value: ASHA-stopped ones count with their last
-    value, as TPE counts them. -> {metric, evaluator, trials, values, note}; values sum to 1
-    or are empty, and `note` says in a sentence why when they are empty or say little."""
+def param_importances(trials: Sequence, metric: str, goal: str, evaluator: str = DEFAULT_EVALUATOR) -> dict[str, Any]:
+    """Optuna's importances (`evaluator`: a name of EVALUATORS) of the parameters for `metric`
+    over Optuna trials (`FrozenTrial`s, any state) that reached a value: ASHA-stopped ones count
+    with their last value, as TPE counts them. -> {metric, evaluator, trials, values, note};
+    values sum to 1 or are empty, and `note` says in a sentence why when they are empty or say little."""
     import optuna
 
     usable = usable_trials(trials)
-    out: dict[str, Any] = {"metric": metric, "evaluator": EVALUATOR, "trials": len(usable), "values": {}, "note": None}
+    out: dict[str, Any] = {"metric": metric, "evaluator": evaluator, "trials": len(usable), "values": {}, "note": None}
     if len(usable) < MIN_TRIALS:
         out["note"] = (f"Importances need at least {MIN_TRIALS} trials with a value of {metric}; this study has "
                        f"{len(usable)}.")
         return out
-    copy = completed_copy(usable, goal)
+    if len({first_value(t) for t in usable}) == 1:
+        out["note"] = f"Every trial with a value reached the same {metric}, so no parameter explains a difference."
+        return out
+    kind, options = EVALUATORS[evaluator]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # experimental-API warnings
             values = optuna.importance.get_param_importances(
-                copy, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
-    except RuntimeError as err:  # fANOVA: "zero total variance" when every trial has the same value
-        out["note"] = (f"Every trial with a value reached the same {metric}, so no parameter explains a "
-                       f"difference ({err}).")
+                completed_copy(usable, goal), evaluator=getattr(optuna.importance, kind)(**options))
+    except RuntimeError as err:  # fANOVA's trees found no variance to split
+        out["note"] = f"No importances: {err}"
         return out
     except ValueError as err:  # no parameter that every trial has (conditional spaces)
         out["note"] = f"No importances: {err}"

@@ -53,14 +53,17 @@ def curves_png(curves: dict[str, list[list[float]]], metric: str, path: Path) ->
     return _save(fig, path)
 
 
-def importances_png(importances: dict[str, float], metric: str, path: Path) -> Path:
+def importances_png(importances: dict[str, Any], path: Path) -> Path:
+    """`importances`: what report_insights.param_importances returns."""
     plt = _pyplot()
-    names = list(importances)[::-1]  # most important on top
+    values = importances["values"]
+    names = list(values)[::-1]  # most important on top
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(names) + 1.5))
-    ax.barh(names, [importances[n] for n in names], color="#2563eb")
+    ax.barh(names, [values[n] for n in names], color="#2563eb")
     for i, name in enumerate(names):
-        ax.text(importances[name], i, f" {importances[name]:.2f}", va="center", fontsize="small")
-    ax.set(xlabel="importance (fANOVA, sums to 1)", title=f"Parameter importances for {metric}", xlim=(0, 1.1))
+        ax.text(values[name], i, f" {values[name]:.2f}", va="center", fontsize="small")
+    ax.set(xlabel=f"importance (Optuna's {importances['evaluator']}, sums to 1)", xlim=(0, 1.1),
+           title=f"Parameter importances for {importances['metric']}")
     return _save(fig, path)
 
 

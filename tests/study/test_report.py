@@ -83,6 +83,9 @@ def test_importances_sum_to_one_and_say_why_when_they_cannot():
     imp = param_importances(trials, METRIC, "maximize")
     assert abs(sum(imp["values"].values()) - 1) < 1e-9 and imp["note"] is None and imp["trials"] == 16
     assert list(imp["values"]) == ["objective.beta", "train.learning_rate"]  # largest first
+    assert imp["evaluator"] == "fanova" and param_importances(trials, METRIC, "maximize") == imp  # seeded
+    other = param_importances(trials, METRIC, "maximize", "mean_decrease_impurity")
+    assert other["evaluator"] == "mean_decrease_impurity" and list(other["values"])[0] == "objective.beta"
 
     one = param_importances([frozen(0, 0.5, **{"objective.beta": 0.1}), frozen(1, None, **{"objective.beta": 0.2})],
                             METRIC, "maximize")
@@ -174,3 +177,21 @@ def test_a_multi_objective_study_reports_its_front_and_ranks_by_its_first_metric
     data = build_report(record, rows).data
     assert data["pareto_front"] == ["t00", "t01", "t02"] and [t["rank"] for t in data["trials"]] == [1, 2, 3, 4]
     assert data["importances"]["values"] and data["objectives"][1]["name"] == "eval/gen/kl"
+
+
+def test_the_report_verb_prints_its_steps_and_writes_the_files(study, tmp_path, capsys):
+    from sweep.cli.main import main
+
+    record, _ = study
+    storage = record.config["storage"]["path"]
+    out = tmp_path / "cli-report"
+    assert main(["report", "syn", "--storage", storage, "--out", str(out), "--importance", "mean_decrease_impurity"]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    for step in ("reading the trials of syn", "reading the step metrics", "parameter importances", "plotting",
+                 "logging"):
+        assert step in printed, step
+    assert "mean_decrease_impurity" in printed and "objective.beta = 0.2" in printed and f"in {out}/" in printed
+    # Tune's state is not on disk here: the rows come from Optuna and MLflow.
+    assert len((out / "trials.csv").read_text().splitlines()) == 9 and len(list(out.glob("*.png"))) >= 4
+    assert main(["report", "nope", "--storage", storage, "--out", str(out)]) == 1
+    assert "no study 'nope'" in capsys.readouterr().out
