@@ -28,7 +28,7 @@ from sweep.study.trials import TrialRow, join_trials, trial_curves
 # goals come from the config): TRL's names with and without `eval/`, and the generation ones.
 GOALS = {"loss": "minimize", "nll_loss": "minimize", "rewards/accuracies": "maximize", "rewards/margins": "maximize",
          "gen/reward": "maximize", "gen/win_rate": "maximize", "gen/kl": "minimize"}
-STOPPED_BY = {"stopped": "early_terminate", "failed": "failure", "interrupted": "interrupted"}
+STOPPED_BY = {"failed": "failure", "interrupted": "interrupted"}  # and "stopped": the early_terminate type
 TRIAL_COLUMNS = ("rank", "number", "trial_id", "state", "stopped_by")
 TAIL_COLUMNS = ("steps", "max_steps", "wall_time_s", "mlflow_run_id", "checkpoint_path", "error")
 Progress = Callable[[str], None]
@@ -109,18 +109,15 @@ def build_report(record: StudyRecord, rows: Sequence[TrialRow], progress: Progre
         history = curves.get(t["trial_id"] or "", {})
         best = {m: _best(history.get(m, []), goal_of(m, cfg)) for m in final if goal_of(m, cfg)}
         best = {m: v if v is not None else final[m] for m, v in best.items()}
-        stopped = STOPPED_BY.get(t["state"])
         trials.append({
             "rank": None, "number": t["number"], "trial_id": t["trial_id"], "state": t["state"],
-            "stopped_by": early if stopped == "early_terminate" else stopped, "params": t["params"],
+            "stopped_by": {**STOPPED_BY, "stopped": early}.get(t["state"]), "params": t["params"],
             "value": final.get(metric), "final": final, "best": best, "steps": t["step"],
             "max_steps": row.max_steps if row else None, "wall_time_s": _seconds(t["started"], t["completed"]),
             "mlflow_run_id": run_ids.get(t["number"]), "checkpoint_path": t["checkpoint_path"], "error": t["error"],
         })
-    scored = ranked([Ranked(str(i), t["params"], t["value"]) for i, t in enumerate(trials) if t["value"] is not None],
-                    goal)
-    for rank, r in enumerate(scored, 1):
-        trials[int(r.label)]["rank"] = rank
+    for rank, t in enumerate(ranked([t for t in trials if t["value"] is not None], goal, lambda t: t["value"]), 1):
+        t["rank"] = rank
     progress(f"parameter importances for {metric} (Optuna's {evaluator})")
     importances = param_importances(optuna_trials, metric, goal, evaluator)
     sentences = observations([Ranked(f"#{t['number']}", t["params"], t["value"]) for t in trials

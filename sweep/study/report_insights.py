@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sweep.config.search import value_label
 from sweep.study.trials import first_value
@@ -21,6 +21,7 @@ EVALUATORS = {"fanova": ("FanovaImportanceEvaluator", {"seed": 0}),
 DEFAULT_EVALUATOR = "fanova"
 MIN_TRIALS = 2  # importances need trials that differ
 MIN_RANKED = 3  # sentences about the best trials need some that are not the best
+T = TypeVar("T")
 
 
 @dataclass
@@ -111,9 +112,9 @@ def finite(value: Any) -> float | None:
     return float(value) if ok else None
 
 
-def ranked(trials: Sequence[Ranked], goal: str) -> list[Ranked]:
-    """Best first."""
-    return sorted(trials, key=lambda t: -t.value if goal == "maximize" else t.value)
+def ranked(trials: Sequence[T], goal: str, value: Callable[[T], float] = lambda t: t.value) -> list[T]:
+    """Best first, by `value` of each (a Ranked's own by default)."""
+    return sorted(trials, key=lambda t: -value(t) if goal == "maximize" else value(t))
 
 
 def observations(trials: Sequence[Ranked], metric: str, goal: str, categorical: set[str]) -> list[str]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from sweep.config.schema import PrefsweepConfig
 from sweep.config.search import walk
-from sweep.study.report_insights import finite, fmt
+from sweep.study.report_insights import finite, fmt, ranked
 
 STATE_WORDS = {"finished": "finished", "stopped": "stopped early", "failed": "failed", "running": "running",
                "pending": "pending", "interrupted": "interrupted"}
@@ -33,8 +33,8 @@ def top_table(cfg: PrefsweepConfig, trials: Sequence[dict[str, Any]], k: int = 1
     """Markdown rows of the best k trials by the sweep metric: each objective, then each swept
     parameter. `trials`: dicts with trial_id, state, params and metrics (a TrialRow's)."""
     metric, goal = cfg.sweep.metric.name, cfg.sweep.metric.goal
-    scored = [t for t in trials if finite(t["metrics"].get(metric)) is not None]
-    scored.sort(key=lambda t: -t["metrics"][metric] if goal == "maximize" else t["metrics"][metric])
+    scored = ranked([t for t in trials if finite(t["metrics"].get(metric)) is not None], goal,
+                    lambda t: t["metrics"][metric])
     names = [m.name for m in cfg.sweep.objectives]
     if cfg.sweep.champion and cfg.sweep.champion.by and cfg.sweep.champion.by not in names:
         names.append(cfg.sweep.champion.by)
