@@ -10,6 +10,7 @@ from fastapi import Path as PathParam
 from api.serving import Generator
 from sweep.config.schema import NAME_PATTERN
 from sweep.service.registry import Registry
+from sweep.service.settings import Settings
 
 StudyId = Annotated[str, PathParam(pattern=NAME_PATTERN.pattern, description="Study id (= study name).")]
 
@@ -22,5 +23,10 @@ async def _generator(request: Request) -> Generator:
     return request.app.state.generator
 
 
+async def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
 Studies = Annotated[Registry, Depends(_registry)]
+ServiceSettings = Annotated[Settings, Depends(_settings)]
 Models = Annotated[Generator, Depends(_generator)]

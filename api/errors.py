@@ -20,6 +20,7 @@ from sweep.config.redact import mask_url
 from sweep.service.generations import UnknownTrials
 from sweep.service.ray_jobs import RayUnavailable
 from sweep.service.registry import NoJobLog, NoSuchStudy, StudyConflict, TooManyStudies
+from sweep.service.reports import HubPushError, HubRefused, NamespaceNotAllowed, NoHubToken
 from sweep.service.submitted import UnsupportedBody
 from sweep.storage.databases import store_unavailable
 
@@ -27,11 +28,13 @@ log = logging.getLogger("prefsweep.api")
 RETRY_AFTER_S = 1
 # What each error of the service layer means to an HTTP client; a route just lets them rise.
 SERVICE_ERRORS = {NoSuchStudy: 404, NoJobLog: 404, UnknownTrials: 404, StudyConflict: 409, NoCheckpoint: 409,
-                  UnsupportedBody: 415,
-                  TooManyStudies: 429}
+                  UnsupportedBody: 415, TooManyStudies: 429,
+                  NoHubToken: 403, NamespaceNotAllowed: 403, HubRefused: 403, HubPushError: 502}
 _MEANING = {400: "Body is not parseable (e.g. not UTF-8)", 401: "Missing or wrong bearer token", 404: "No such study",
+            403: "Not allowed here (e.g. pushing to the hub without the service's own token)",
             409: "Conflict with the study's state", 413: "Body too large", 415: "Unsupported content type",
-            429: "Too many running studies", 503: "Ray or a study database is unreachable or busy (Retry-After)"}
+            429: "Too many running studies", 502: "The Hugging Face hub could not be reached or failed",
+            503: "Ray or a study database is unreachable or busy (Retry-After)"}
 
 
 def responses(*codes: int) -> dict:

@@ -5,12 +5,15 @@ import math
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
 
 from sweep.config.redact import mask
 from sweep.service.index import STATES
 
 StudyState = Literal[STATES]  # type: ignore[valid-type]
+_HUB_NAME = r"[A-Za-z0-9_](?:[-.]?[A-Za-z0-9_])*"  # the hub's names: no leading/trailing/doubled - or .
+REPO_ID = rf"^(?:{_HUB_NAME}/)?{_HUB_NAME}$"
+BRANCH = r"^[A-Za-z0-9_](?:[-./]?[A-Za-z0-9_])*$"
 
 
 def finite(value: Any) -> Any:
@@ -173,6 +176,87 @@ class Generations(BaseModel):
 class Logs(BaseModel):
     submission_id: str
     lines: list[str]
+
+
+class ReportTrial(BaseModel):
+    rank: int | None = Field(description="1 = best by the sweep metric; null without a value.")
+    number: int = Field(description="Optuna trial number.")
+    trial_id: str | None = Field(description="Ray Tune trial id (MLflow tag prefsweep.trial_id).")
+    state: str
+    stopped_by: str | None = Field(description="asha (early termination), failure or interrupted; null: ran to the end "
+                                   "or still runs.")
+    params: dict[str, Any]
+    value: float | None = Field(description="Final value of the sweep metric.")
+    final: dict[str, float | None] = Field(description="Each metric at the trial's last report.")
+    best: dict[str, float | None] = Field(description="Best value over the run, for metrics with a direction.")
+    steps: int | None
+    max_steps: int | None
+    wall_time_s: float | None
+    mlflow_run_id: str | None
+    checkpoint_path: str | None
+    error: str | None
+
+
+class Importances(BaseModel):
+    metric: str
+    evaluator: str = Field(description="Optuna's importance evaluator (fanova, mean_decrease_impurity, ped_anova).")
+    trials: int = Field(description="Trials with a value the importances were computed from.")
+    values: dict[str, float] = Field(description="Parameter -> importance, largest first; sums to 1, or empty.")
+    note: str | None = Field(description="Why there are none, or what to make of them.")
+
+
+class FrontierPoint(BaseModel):
+    trial_id: str
+    state: str
+    values: dict[str, float | None]
+
+
+class Frontier(BaseModel):
+    x: str = Field(description="eval/gen/kl")
+    ys: list[str] = Field(description="eval/gen/reward and/or eval/gen/win_rate")
+    points: list[FrontierPoint]
+    reference: dict[str, float] = Field(description="y of the reference model itself (at KL 0), where known.")
+    fronts: dict[str, list[str]] = Field(description="Per y: the Pareto front's trial ids (y up, KL down).")
+    champion: str | None
+
+
+class Report(BaseModel):
+    study: str
+    state: str
+    generated_at: str
+    metric: Metric
+    objectives: list[Metric]
+    champion: str | None = Field(description="Trial id of the champion (sweep.champion, else the sweep metric).")
+    pareto_front: list[str] = Field(description="Trial ids on the Pareto front of sweep.metrics (multi-objective).")
+    columns: list[str] = Field(description="The CSV's columns (?format=csv).")
+    trials: list[ReportTrial]
+    importances: Importances
+    observations: list[str] = Field(description="Where the best trials' parameter values lie, in sentences.")
+    frontier: Frontier | None = Field(description="Reward/win rate vs KL, when trials evaluated generations.")
+
+
+class PushToHub(BaseModel):
+    """The body of POST /studies/{id}/best. The token is the service's (PREFSWEEP_HF_TOKEN), never the request's."""
+
+    model_config = ConfigDict(extra="forbid")
+    repo_id: StrictStr = Field(max_length=96, pattern=REPO_ID, description="NAMESPACE/NAME (or NAME: the token's user).")
+    private: StrictBool = Field(False, description="Create the repo private (an existing repo keeps its visibility).")
+    revision: StrictStr | None = Field(None, max_length=100, pattern=BRANCH, description="Branch to push to (made if new).")
+
+    @field_validator("repo_id")
+    @classmethod
+    def _hub_rules(cls, value: str) -> str:
+        if value.endswith(".git"):  # the one hub rule a JSON-schema pattern here does not say
+            raise ValueError("a repo id cannot end with .git")
+        return value
+
+
+class Pushed(BaseModel):
+    repo_id: str
+    revision: str
+    private: bool
+    trial_id: str
+    commit_url: str | None
 
 
 class Generated(BaseModel):

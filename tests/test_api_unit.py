@@ -3,6 +3,7 @@ and reconciliation logic. One real uvicorn on a free port (real HTTP); Ray's add
 at a closed port, so anything that reaches Ray answers 503."""
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import sys
@@ -57,12 +58,9 @@ def settings_for(base: Path, **overrides):
     return from_env({}, **values)
 
 
-@pytest.fixture(scope="module")
-def server(roots):
-    patch = pytest.MonkeyPatch()
-    patch.setattr("api.routes.studies.LIST_TTL_S", 0.0)  # these tests write rows behind the service's back
-    settings = settings_for(roots)
-    app = create_app(settings)
+@contextlib.contextmanager
+def served(app):
+    """`app` on a free loopback port, served by uvicorn in a thread; yields its URL."""
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -71,11 +69,21 @@ def server(roots):
     while not srv.started and time.time() < deadline:
         time.sleep(0.05)
     assert srv.started, "uvicorn did not start"
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def server(roots):
+    patch = pytest.MonkeyPatch()
+    patch.setattr("api.routes.studies.LIST_TTL_S", 0.0)  # these tests write rows behind the service's back
+    app = create_app(settings_for(roots))
+    with served(app) as url, httpx.Client(base_url=url, timeout=30) as client:
         client.app_state = app.state
         yield client
-    srv.should_exit = True
-    thread.join(10)
     patch.undo()
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routes import generation, generations, jobs, studies, trials
+from api.routes import generation, generations, jobs, reports, studies, trials
 from sweep.service.settings import Settings
 
 
 def token_routers(settings: Settings) -> list[APIRouter]:
-    return [studies.router, trials.router, generations.router, jobs.router, generation.router(settings)]
+    return [studies.router, trials.router, reports.router, generations.router, jobs.router, generation.router(settings)]

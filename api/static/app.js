@@ -1,5 +1,6 @@
-// prefsweep web page: studies list, study view (trials, curves, parallel coordinates, chat),
-// launch form. Plain JS over the REST API; every server string goes in via textContent.
+// prefsweep web page: studies list, study view (tabs: trials with curves, parallel coordinates and
+// chat; more from other files), launch form. Plain JS over the REST API; every server string goes
+// in via textContent.
 "use strict";
 
 const $ = (sel, root) => (root || document).querySelector(sel);
@@ -50,6 +51,46 @@ function stateBadge(state) { return node("span", { class: `state state-${state}`
 function when(iso) { return iso ? new Date(iso).toLocaleString() : ""; }
 const fmt = Charts.fmt;
 
+// ---------------------------------------------------------------- study tabs
+// The study view's tabs. "trials" is this file's (its panel is in index.html); another static
+// file adds one with Prefsweep.addStudyTab({id, label, render(studyId, panel)}) when it loads,
+// before the page routes. `render` runs the first time its tab is shown, into an empty panel,
+// and may return a promise; the tab is in the URL (#/study/NAME/ID), so a link opens it.
+const studyTabs = [{ id: "trials", label: "Trials" }];
+window.Prefsweep = {
+  api, node, headers, stateBadge, fmt,
+  addStudyTab(tab) { studyTabs.push(tab); },
+};
+
+function setupTabs(id, wanted) {
+  const bar = $("#study-tabs"), shown = new Set();
+  const host = $("#tab-trials").parentElement;
+  studyTabs.forEach((tab) => {
+    if (!$(`#tab-${tab.id}`)) host.appendChild(node("div", { class: "tab-panel", id: `tab-${tab.id}`, "data-tab": tab.id, role: "tabpanel" }));
+    const button = node("button", { type: "button", class: "tab", role: "tab", id: `tabbtn-${tab.id}`, text: tab.label });
+    button.addEventListener("click", () => select(tab.id));
+    bar.appendChild(button);
+  });
+  function select(tabId) {
+    studyTabs.forEach((t) => {
+      $(`#tab-${t.id}`).hidden = t.id !== tabId;
+      $(`#tabbtn-${t.id}`).setAttribute("aria-selected", String(t.id === tabId));
+    });
+    history.replaceState(null, "", `#/study/${encodeURIComponent(id)}${tabId === "trials" ? "" : `/${tabId}`}`);
+    const tab = studyTabs.find((t) => t.id === tabId);
+    if (tab.render && !shown.has(tabId)) {
+      shown.add(tabId);
+      const panel = $(`#tab-${tabId}`);
+      Promise.resolve().then(() => tab.render(id, panel)).catch((e) => {
+        shown.delete(tabId);  // drawn again when shown again (e.g. once the token is entered)
+        panel.textContent = "";
+        panel.appendChild(node("p", { class: "error", text: e.status === 401 ? "Enter the API token at the top right." : e.message }));
+      });
+    }
+  }
+  select(studyTabs.some((t) => t.id === wanted) ? wanted : "trials");
+}
+
 // ---------------------------------------------------------------- studies list
 const listState = { offset: 0, limit: 20 };
 
@@ -86,9 +127,10 @@ async function showStudies() {
 }
 
 // ---------------------------------------------------------------- study view
-async function showStudy(id) {
+async function showStudy(id, tab) {
   mount("#tpl-study");
   $("#study-name").textContent = id;
+  setupTabs(id, tab);
   $("#cancel").addEventListener("click", async () => {
     if (!confirm(`Cancel study ${id}? Finished trials are kept.`)) return;
     try { await api(`/studies/${encodeURIComponent(id)}/cancel`, { method: "POST" }); refresh(); }
@@ -111,7 +153,8 @@ async function showStudy(id) {
     try { $("#logs").textContent = (await api(`/studies/${encodeURIComponent(id)}/logs?lines=300`)).lines.join("\n"); }
     catch (e) { $("#logs").textContent = e.status === 401 ? "Enter the API token above to read logs." : e.message; }
   }
-  try { await refresh(); } catch (e) { failed(e); return; }
+  const mine = routeSeq;
+  try { await refresh(); } catch (e) { if (mine === routeSeq) failed(e); return; }
   timer = setInterval(() => refresh().catch(() => {}), 4000);
 }
 
@@ -268,14 +311,20 @@ function failed(e) {
   view.appendChild(node("p", { class: "error", text: needsToken ? "Enter the API token at the top right to see the studies." : e.message }));
 }
 
+// Which call of route() drew the view: a view left while it was still loading (its elements
+// gone) must not report its failure over the view that replaced it.
+let routeSeq = 0;
+
 function route() {
+  const mine = ++routeSeq;
   needsToken = false;
   if (timer) { clearInterval(timer); timer = null; }
   const hash = location.hash || "#/";
   document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.getAttribute("href") === hash));
-  const study = hash.match(/^#\/study\/(.+)$/);
-  const run = study ? showStudy(decodeURIComponent(study[1])) : hash === "#/launch" ? showLaunch() : showStudies();
-  Promise.resolve(run).catch(failed);
+  const study = hash.match(/^#\/study\/([^/]+)(?:\/([\w-]+))?$/);
+  const run = study ? showStudy(decodeURIComponent(study[1]), study[2]) : hash === "#/launch" ? showLaunch() : showStudies();
+  Promise.resolve(run).catch((e) => { if (mine === routeSeq) failed(e); });
 }
 window.addEventListener("hashchange", route);
-route();
+// After every script of the page has run: the tab files register first.
+document.addEventListener("DOMContentLoaded", route);

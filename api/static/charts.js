@@ -1,4 +1,5 @@
-// Hand-written SVG charts (no libraries, works offline): line curves and parallel coordinates.
+// Hand-written SVG charts (no libraries, works offline): line curves, a scatter with a highlighted
+// front, and parallel coordinates.
 "use strict";
 
 const Charts = (() => {
@@ -40,22 +41,51 @@ const Charts = (() => {
                        preserveAspectRatio: "xMidYMid meet" }, container);
   }
 
-  // series: [{label, color, points: [[x, y], ...]}]
-  function lines(container, series, opts) {
-    const W = 520, H = 260, m = { l: 56, r: 12, t: 12, b: 36 };
-    const s = svg(container, W, H);
-    const pts = series.flatMap((d) => d.points);
-    if (!pts.length) { text(s, W / 2, H / 2, opts.empty || "no data yet", { "text-anchor": "middle", class: "muted" }); return; }
-    const [x0, x1] = extent(pts.map((p) => p[0])), [y0, y1] = extent(pts.map((p) => p[1]));
+  // Grid, ticks and the x label over the data's extent -> the scales {X, Y}.
+  function axes(s, W, H, m, xs, ys, xlabel, xround) {
+    const [x0, x1] = extent(xs), [y0, y1] = extent(ys);
     const X = (v) => m.l + ((v - x0) / (x1 - x0)) * (W - m.l - m.r);
     const Y = (v) => H - m.b - ((v - y0) / (y1 - y0)) * (H - m.t - m.b);
     for (let i = 0; i <= 4; i++) {
       const yv = y0 + ((y1 - y0) * i) / 4, xv = x0 + ((x1 - x0) * i) / 4;
       el("line", { x1: m.l, x2: W - m.r, y1: Y(yv), y2: Y(yv), class: "gridline" }, s);
       text(s, m.l - 6, Y(yv) + 4, fmt(yv), { "text-anchor": "end", class: "tick" });
-      text(s, X(xv), H - m.b + 16, fmt(Math.round(xv)), { "text-anchor": "middle", class: "tick" });
+      text(s, X(xv), H - m.b + 16, fmt(xround ? xround(xv) : xv), { "text-anchor": "middle", class: "tick" });
     }
-    text(s, (W + m.l) / 2, H - 4, opts.xlabel || "step", { "text-anchor": "middle", class: "axis-label" });
+    text(s, (W + m.l) / 2, H - 4, xlabel, { "text-anchor": "middle", class: "axis-label" });
+    return { X, Y };
+  }
+
+  // points: [{label, x, y, front, champion}]: every point grey, the front's ringed in red and
+  // joined by x, the champion with a gold ring; opts: {xlabel, ylabel, reference (y at x = 0)}.
+  function scatter(container, points, opts) {
+    const W = 520, H = 300, m = { l: 56, r: 30, t: 16, b: 40 };
+    const s = svg(container, W, H);
+    if (!points.length) { text(s, W / 2, H / 2, opts.empty || "no data yet", { "text-anchor": "middle", class: "muted" }); return; }
+    const ref = opts.reference;
+    const xs = points.map((p) => p.x).concat(ref === undefined ? [] : [0]);
+    const ys = points.map((p) => p.y).concat(ref === undefined ? [] : [ref]);
+    const { X, Y } = axes(s, W, H, m, xs, ys, opts.xlabel);
+    text(s, 12, (H - m.b + m.t) / 2, opts.ylabel, { "text-anchor": "middle", class: "axis-label",
+                                                  transform: `rotate(-90 12 ${(H - m.b + m.t) / 2})` });
+    const front = points.filter((p) => p.front).sort((a, b) => a.x - b.x);
+    if (front.length > 1) el("polyline", { points: front.map((p) => `${X(p.x).toFixed(1)},${Y(p.y).toFixed(1)}`).join(" "), class: "front-line" }, s);
+    if (ref !== undefined) el("title", {}, el("rect", { x: X(0) - 5, y: Y(ref) - 5, width: 10, height: 10, class: "reference" }, s)).textContent = `reference: ${fmt(ref)}`;
+    points.forEach((p) => {
+      if (p.champion) el("circle", { cx: X(p.x), cy: Y(p.y), r: 10, class: "champion" }, s);
+      const c = el("circle", { cx: X(p.x), cy: Y(p.y), r: 5, class: p.front ? "point front" : "point" }, s);
+      el("title", {}, c).textContent = `${p.label}: ${fmt(p.x)}, ${fmt(p.y)}${p.front ? " (Pareto front)" : ""}${p.champion ? " (champion)" : ""}`;
+      text(s, X(p.x) + 7, Y(p.y) - 7, p.label, { class: "tick" });
+    });
+  }
+
+  // series: [{label, color, points: [[x, y], ...]}]
+  function lines(container, series, opts) {
+    const W = 520, H = 260, m = { l: 56, r: 12, t: 12, b: 36 };
+    const s = svg(container, W, H);
+    const pts = series.flatMap((d) => d.points);
+    if (!pts.length) { text(s, W / 2, H / 2, opts.empty || "no data yet", { "text-anchor": "middle", class: "muted" }); return; }
+    const { X, Y } = axes(s, W, H, m, pts.map((p) => p[0]), pts.map((p) => p[1]), opts.xlabel || "step", Math.round);
     series.forEach((d) => {
       if (!d.points.length) return;
       const path = d.points.map((p, i) => `${i ? "L" : "M"}${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join("");
@@ -113,5 +143,5 @@ const Charts = (() => {
     });
   }
 
-  return { lines, parallel, PALETTE, fmt };
+  return { lines, scatter, parallel, PALETTE, fmt };
 })();

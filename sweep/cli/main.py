@@ -11,6 +11,7 @@ from sweep.cli import config_verbs, study_verbs
 from sweep.cli.output import console
 from sweep.config.loading import ConfigError
 from sweep.models.loading import ModelLoadError
+from sweep.service.reports import HubPushError
 from sweep.service.studies import NoUsableTrial
 from sweep.storage.record import StudyNotFound
 from sweep.study.ray_cluster import RayUnreachable
@@ -46,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as err:
         console.print(f"[red]data error: {err}[/red]", highlight=False)
         return 1
-    except (StudyNotFound, NoUsableTrial, UnknownTrials, ModelLoadError, RayUnreachable, JudgeError) as err:
-        # nothing to show, no cluster, or a judge that cannot be loaded
+    except (StudyNotFound, NoUsableTrial, UnknownTrials, ModelLoadError, RayUnreachable, JudgeError, HubPushError) as err:
+        # nothing to show, no cluster, a judge that cannot be loaded, or no way to the hub
         console.print(f"[red]{err}[/red]", highlight=False, soft_wrap=True)
         return 1
     except KeyboardInterrupt:

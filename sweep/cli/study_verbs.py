@@ -1,9 +1,10 @@
-"""Sweep verbs: run, resume, status, best, compare, serve."""
+"""Sweep verbs: run, resume, status, best, report, compare, serve."""
 from __future__ import annotations
 
 import json
 
 from sweep.cli.output import add_config_args, console, load_from_args, print_metrics, print_trials
+from sweep.study.report_insights import DEFAULT_EVALUATOR, EVALUATORS
 
 
 def cmd_run(args) -> int:
@@ -106,14 +107,49 @@ def cmd_status(args) -> int:
 
 
 def cmd_best(args) -> int:
+    from sweep.service.reports import check_repo_id, hub_token, push_best, require_token
     from sweep.service.studies import best_trial, export_best
 
+    if (args.private or args.revision) and not args.push_to_hub:
+        console.print("[red]--private and --revision go with --push-to-hub REPO_ID[/red]")
+        return 2
+    if args.push_to_hub:  # refused before anything is read or exported
+        token = require_token(hub_token())
+        check_repo_id(args.push_to_hub)
     _, best = best_trial(args.name, args.storage)
     console.print(f"best trial {best['trial_id']} ({best['state']}): params {json.dumps(best['params'])}")
     print_metrics("metrics", best["metrics"])
     if args.export:
         path = export_best(args.name, args.export, args.storage)
         console.print(f"exported to {path} (load with AutoModelForCausalLM.from_pretrained)")
+    if args.push_to_hub:
+        pushed = push_best(args.name, args.push_to_hub, token, args.storage, private=args.private,
+                           revision=args.revision, progress=_step)
+        console.print(f"pushed trial {pushed['trial_id']} to {pushed['repo_id']} ({pushed['revision']}): "
+                      f"{pushed['commit_url']}", highlight=False, soft_wrap=True)
+    return 0
+
+
+def _step(message: str) -> None:
+    console.print(f"[dim]...[/dim] {message}", highlight=False, soft_wrap=True)
+
+
+def cmd_report(args) -> int:
+    from sweep.service.reports import write_study_report
+
+    out = args.out or f"{args.name}-report"
+    written = write_study_report(args.name, out, args.storage, progress=_step, evaluator=args.importance)
+    report = written["report"]
+    imp = report["importances"]
+    if imp["values"]:
+        print_metrics(f"parameter importances for {imp['metric']} ({imp['evaluator']}, {imp['trials']} trials)",
+                      imp["values"])
+    if imp["note"]:
+        console.print(imp["note"], highlight=False, soft_wrap=True)
+    console.print("\n".join(f"- {s}" for s in report["observations"]), highlight=False, soft_wrap=True)
+    logged = f"on the MLflow parent run: {written['artifact_uri']}" if written["artifact_uri"] else "not in MLflow"
+    console.print(f"report of {len(report['trials'])} trials in {out}/ ({len(written['files'])} files: report.md, "
+                  f"trials.csv, report.json and the plots); {logged}", highlight=False, soft_wrap=True)
     return 0
 
 
@@ -170,12 +206,21 @@ def add_verbs(verb) -> None:
     best = verb("best", cmd_best, "the best trial; --export DIR writes it as an HF model")
     best.add_argument("name")
     best.add_argument("--export", metavar="DIR")
+    best.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the exported model to this Hugging Face hub "
+                      "repo (token: HF_TOKEN or `hf auth login`)")
+    best.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
+    best.add_argument("--revision", metavar="BRANCH", help="with --push-to-hub: the branch to push to (made if new)")
+    report = verb("report", cmd_report, "every trial as CSV/JSON, plots, parameter importances and report.md")
+    report.add_argument("name")
+    report.add_argument("--out", metavar="DIR", help="where to write it (default: NAME-report)")
+    report.add_argument("--importance", choices=sorted(EVALUATORS), default=DEFAULT_EVALUATOR,
+                        help="Optuna's importance evaluator (default: fanova)")
     compare = verb("compare", cmd_compare, "side-by-side generations of the top trials and the reference")
     compare.add_argument("name")
     compare.add_argument("--top", type=int, default=3, help="trials to show (default: champion, then front or ranking)")
     compare.add_argument("--trials", metavar="ID,ID", help="these trials instead")
     compare.add_argument("--prompts", type=int, default=6, help="prompts to show")
-    for sub in (resume, status, best, compare):
+    for sub in (resume, status, best, report, compare):
         sub.add_argument("--storage", default="runs", help="storage.path the study was run with")
     serve = verb("serve", cmd_serve, "the REST service and web page")
     serve.add_argument("--host", default="127.0.0.1")

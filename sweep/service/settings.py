@@ -9,7 +9,7 @@ import os
 import secrets
 from pathlib import Path
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 
 ENV_PREFIX = "PREFSWEEP_"
 
@@ -53,6 +53,19 @@ class Settings(BaseModel):
     max_prompt_chars: int = Field(2000, ge=1)
     max_new_tokens: int = Field(256, ge=1)
     max_cached_models: int = Field(2, ge=1)
+    hf_token: SecretStr | None = Field(
+        None, description="Hugging Face token with write access: POST /studies/{id}/best pushes the best model "
+        "with it. Unset: pushing is off (403). Never taken from a request, never in a response or log.")
+    hf_namespaces: list[str] = Field(
+        default_factory=list, description="Hub users/organisations that pushes may write to "
+        "(PREFSWEEP_HF_NAMESPACES, comma-separated); empty: any the token can write to.")
+
+    @field_validator("hf_namespaces", mode="before")
+    @classmethod
+    def _split_namespaces(cls, value):
+        if isinstance(value, str):
+            return [n.strip() for n in value.split(",") if n.strip()]
+        return value
 
     @field_validator("data_roots", mode="before")
     @classmethod

@@ -10,7 +10,7 @@ from sweep.storage.record import StudyRecord, load_record
 from sweep.study.export import export_checkpoint
 from sweep.study.liveness import record_state
 from sweep.study.selection import champion, pareto_front, why_no_champion
-from sweep.study.trials import ENDED_STATES, first_value, join_trials, sort_rows, trial_curves, trial_rows
+from sweep.study.trials import ENDED_STATES, TrialRow, first_value, join_trials, sort_rows, trial_curves, trial_rows
 
 
 def current_record(name: str, storage: str = "runs") -> StudyRecord:
@@ -90,8 +90,13 @@ def best_trial(name: str, storage: str = "runs") -> tuple[StudyRecord, dict[str,
 
 def export_best(name: str, out_dir: str | Path, storage: str = "runs") -> Path:
     record, best = best_trial(name, storage)
-    cfg = config_with(record.cfg, best["params"])
-    return export_checkpoint(best["checkpoint_path"], out_dir, cfg, best["metrics"])
+    return export_trial(record, best, out_dir, trial_rows(record))
+
+
+def export_trial(record: StudyRecord, trial: dict[str, Any], out_dir: str | Path, rows: list[TrialRow]) -> Path:
+    """A trial (a TrialRow dict) as an HF model folder whose card summarises the sweep (`rows`)."""
+    cfg = config_with(record.cfg, trial["params"])
+    return export_checkpoint(trial["checkpoint_path"], out_dir, cfg, trial["metrics"], [r.as_dict() for r in rows])
 
 
 def study_trials(name: str, storage: str = "runs", curves: list[str] | None = None) -> list[dict[str, Any]]:

@@ -2,17 +2,21 @@
 the parent run, and the best checkpoint registered in MLflow as the `champion` model."""
 from __future__ import annotations
 
+import logging
 import tempfile
+from pathlib import Path
 
 from sweep import tracking
 from sweep.config.loading import config_with, dump_yaml
 from sweep.storage.record import StudyRecord, study_dir
 from sweep.storage.reference_store import count_passes
 from sweep.study.export import export_checkpoint
+from sweep.study.report_plots import FRONTIER_FILE, frontier_png
 from sweep.study.selection import champion, why_no_champion
 from sweep.study.trials import ENDED_STATES, TrialRow, trial_rows
 
 CHAMPION_ALIAS = "champion"
+logger = logging.getLogger(__name__)
 
 
 def summarize_study(record: StudyRecord) -> StudyRecord:
@@ -47,7 +51,8 @@ def summarize_study(record: StudyRecord) -> StudyRecord:
             tracking.BEST_TRIAL_TAG: best.trial_id, tracking.BEST_CHECKPOINT_TAG: best.checkpoint_path,
             **{f"best.{k}": v for k, v in best.params.items()},
         })
-        record.best["registered_version"] = register_champion(record, best)
+        record.best["registered_version"] = register_champion(record, best, rows)
+    log_frontier(record, rows)
     record.state = "finished" if best is not None or not rows else "failed"
     if best is None and rows:
         record.error = why_no_champion(rows, cfg.sweep)
@@ -56,7 +61,18 @@ def summarize_study(record: StudyRecord) -> StudyRecord:
     return record
 
 
-def register_champion(record: StudyRecord, best: TrialRow) -> str | None:
+def log_frontier(record: StudyRecord, rows: list[TrialRow]) -> None:
+    """The reward-vs-KL plot (the report's own) on the parent run, when trials evaluated generations."""
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = frontier_png(rows, record.cfg.sweep, Path(tmp) / FRONTIER_FILE)
+            if path is not None:
+                tracking.client_for(record.tracking_uri).log_artifact(record.parent_run_id, str(path))
+    except Exception:  # a plot is not worth failing a finished study for
+        logger.warning("could not log the reward-vs-KL plot on the parent run", exc_info=True)
+
+
+def register_champion(record: StudyRecord, best: TrialRow, rows: list[TrialRow]) -> str | None:
     """Log the best trial's exported model to its child run and register it with the
     `champion` alias, linked to that run."""
     uri = record.tracking_uri
@@ -66,7 +82,8 @@ def register_champion(record: StudyRecord, best: TrialRow) -> str | None:
         return None
     client = tracking.client_for(uri)
     with tempfile.TemporaryDirectory() as tmp:
-        export_checkpoint(best.checkpoint_path, tmp, config_with(record.cfg, best.params), best.metrics)
+        export_checkpoint(best.checkpoint_path, tmp, config_with(record.cfg, best.params), best.metrics,
+                          [r.as_dict() for r in rows])
         client.log_artifacts(run_id, tmp, "model")
     name = record.name
     if not client.search_registered_models(filter_string=f"name = '{name}'"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,12 @@ import ray.train
 from sweep.config.loading import get_dotted
 from sweep.config.schema import PrefsweepConfig
 from sweep.engine.checkpoints import INFO_FILE, STATE_FILE
+from sweep.study.summary import summary_sentence, top_table
 
 
 def export_checkpoint(checkpoint_path: str, out_dir: str | Path, cfg: PrefsweepConfig,
-                      metrics: dict[str, Any]) -> Path:
+                      metrics: dict[str, Any], trials: Sequence[dict[str, Any]] = ()) -> Path:
+    """`trials` (TrialRow dicts): the sweep, summarised in the model card."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="prefsweep-export-") as tmp:
@@ -30,7 +33,7 @@ def export_checkpoint(checkpoint_path: str, out_dir: str | Path, cfg: PrefsweepC
                     continue
                 target = out / item.name
                 (shutil.copytree if item.is_dir() else shutil.copy2)(item, target)
-    (out / "README.md").write_text(model_card(cfg, metrics))
+    (out / "README.md").write_text(model_card(cfg, metrics, trials))
     return out
 
 
@@ -55,7 +58,7 @@ def _search_range(spec) -> str:
     return f"{spec.kind} {spec.min:g} .. {spec.max:g}{step}"
 
 
-def model_card(cfg: PrefsweepConfig, metrics: dict[str, Any]) -> str:
+def model_card(cfg: PrefsweepConfig, metrics: dict[str, Any], trials: Sequence[dict[str, Any]] = ()) -> str:
     data = [cfg.data.train.describe()] + ([cfg.data.eval.describe()] if cfg.data.eval else [])
     hub_data = [s.hf for s in (cfg.data.train, cfg.data.eval) if s is not None and s.hf]
     base = cfg.model.name_or_path
@@ -89,6 +92,7 @@ def model_card(cfg: PrefsweepConfig, metrics: dict[str, Any]) -> str:
         "| name | value | swept over |", "|---|---|---|",
         *[f"| {k} | {v} | {swept.get(k, '')} |" for k, v in sorted(hp.items(), key=lambda kv: kv[0] not in swept)],
         "",
+        *(["## Sweep", summary_sentence(cfg, trials), "", *top_table(cfg, trials, k=5), ""] if trials else []),
         "## Metrics (last evaluation)",
         "| metric | value |", "|---|---|",
         *[f"| {k} | {v:.6g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in sorted(metrics.items())],

@@ -1,12 +1,15 @@
 """`prefsweep run` end to end: Optuna storage, MLflow parent/children, champion alias,
-status/best/export, a refused bad config, and a failing trial that does not sink the sweep."""
+status/best/export, the report, the push to the hub up to its network calls, a refused bad
+config, and a failing trial that does not sink the sweep."""
 from __future__ import annotations
 
+import csv
 import json
 import re
+import subprocess
 
 import pytest
-from helpers import dashboard_trials, mlflow_client, optuna_trials, runs_by_kind, sweep_args
+from helpers import BIN, REPO, dashboard_trials, mlflow_client, optuna_trials, runs_by_kind, sweep_args
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 pytestmark = pytest.mark.ray
@@ -22,7 +25,7 @@ GRID = ["--set", "sweep.method=grid", "--set", "sweep.max_concurrent_trials=2",
         "--set", "sweep.parameters.objective.beta.values=[0.1, 0.3]"]
 
 
-def test_sweep_records_everything_and_exports_the_best(cli, tmp_path):
+def test_sweep_records_everything_and_exports_the_best(cli, tmp_path, hub):
     storage = tmp_path / "runs"
     cli("run", *sweep_args(storage, "grid", *GRID))
 
@@ -66,6 +69,53 @@ def test_sweep_records_everything_and_exports_the_best(cli, tmp_path):
     AutoTokenizer.from_pretrained(export)
     card = (export / "README.md").read_text()
     assert "dpo" in card and "train.learning_rate" in card and "eval/rewards/accuracies" in card
+    assert "## Sweep" in card and "4 trials" in card
+
+    check_report(cli, storage, tmp_path / "report", parent.info.run_id)
+    check_push(cli, storage, tmp_path, hub, status["best"]["trial_id"])
+
+
+def check_report(cli, storage, out, parent_run_id):
+    """`prefsweep report` on the finished study: a CSV row per trial with every swept parameter
+    and metric, at least four plots, importances summing to 1, all of it on the parent run."""
+    proc = cli("report", "grid", "--storage", str(storage), "--out", str(out))
+    assert "parameter importances" in proc.stdout and "reading the step metrics" in proc.stdout  # progress
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert len(rows) == 4
+    filled = ["param.train.learning_rate", "param.objective.beta", "final.eval/gen/win_rate", "best.eval/gen/win_rate",
+              "final.eval/gen/kl", "final.eval/rewards/accuracies", "final.loss", "mlflow_run_id", "number", "steps",
+              "checkpoint_path", "wall_time_s", "rank", "state"]
+    assert {*filled, "stopped_by", "error"} <= set(rows[0])
+    assert all(row[column] for row in rows for column in filled), rows
+    report = json.loads((out / "report.json").read_text())
+    assert abs(sum(report["importances"]["values"].values()) - 1) < 1e-6, report["importances"]
+    assert report["observations"] and report["frontier"]["fronts"]["eval/gen/win_rate"]
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert len(pngs) >= 4 and "reward_vs_kl.png" in pngs and "importances.png" in pngs, pngs
+    assert all(f"]({p})" in (out / "report.md").read_text() for p in pngs)
+    client = mlflow_client(storage)
+    logged = {a.path for a in client.list_artifacts(parent_run_id, "report")}
+    assert {f"report/{name}" for name in [*pngs, "report.md", "trials.csv", "report.json"]} == logged
+    assert "reward_vs_kl.png" in {a.path for a in client.list_artifacts(parent_run_id)}  # the closing's own
+
+
+def check_push(cli, storage, tmp_path, hub, champion):
+    """Without a token the push stops at once; with one, everything up to huggingface_hub's
+    network calls runs on the real export (those calls are recorded: tests/conftest.py)."""
+    env = {k: v for k, v in cli.env.items() if k != "HF_TOKEN"}
+    env.update(HF_HOME=str(tmp_path / "hf-home"), HF_TOKEN_PATH=str(tmp_path / "hf-home" / "token"))
+    proc = subprocess.run([str(BIN / "prefsweep"), "best", "grid", "--storage", str(storage), "--push-to-hub",
+                           "me/grid-dpo"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "set HF_TOKEN or run `hf auth login`" in " ".join(proc.stdout.split())
+
+    from sweep.service.reports import push_best
+
+    pushed = push_best("grid", "me/grid-dpo", "hf_test_token", str(storage), revision="sweep")
+    assert pushed["trial_id"] == champion and [c[0] for c in hub.calls] == ["create_repo", "create_branch",
+                                                                              "upload_folder"]
+    AutoModelForCausalLM.from_pretrained(hub.folder)
+    AutoTokenizer.from_pretrained(hub.folder)
+    assert "## Sweep" in (hub.folder / "README.md").read_text()
 
 
 def test_bad_config_is_refused_before_any_trial(cli, tmp_path):

@@ -1,7 +1,8 @@
 """The web page in headless Chromium (Debian's /usr/bin/chromium driven by Python playwright;
 no browser download): it lists the finished demo study, shows its trials, curves and
-parallel coordinates, refuses a bad launch with the field named, and the chat box gets a
-reply from the best checkpoint. Screenshots go to test-artifacts/ (gitignored)."""
+parallel coordinates, its report tab (importances, the reward-vs-KL front, the CSV), refuses
+a bad launch with the field named, and the chat box gets a reply from the best checkpoint.
+Screenshots go to test-artifacts/ (gitignored)."""
 from __future__ import annotations
 
 import pytest
@@ -77,6 +78,30 @@ def test_page_study_trials_and_chat(service, page):
     assert table.locator("tbody tr").count() == 16
     assert "score" in table.locator("tbody tr").first.inner_text()
     page.screenshot(path=str(ARTIFACTS / "web-generations.png"), full_page=True)
+    assert page.errors == []
+
+
+def test_report_tab(service, page):
+    page.goto(service.url + "/")
+    page.fill("#token", TOKEN)
+    page.dispatch_event("#token", "change")
+    page.goto(f"{service.url}/#/study/{DEMO}/report")  # the tab is in the URL
+    importances = page.locator("#importances tbody tr")
+    importances.first.wait_for(timeout=120_000)
+    shares = [float(importances.nth(i).locator("td").nth(1).inner_text()) for i in range(importances.count())]
+    assert abs(sum(shares) - 1) < 0.01, shares  # fANOVA's, shown to 3 places
+    assert page.locator("#report-observations li").count() >= 1
+    assert page.locator("#report-top tbody tr").count() == 2
+    # The demo judges what trials say: reward and win rate against KL, the Pareto front in red.
+    for y in ("eval/gen/reward", "eval/gen/win_rate"):
+        chart = page.locator(f"#frontier .chart[data-y='{y}']")
+        assert chart.locator("circle.point").count() == 2
+        assert chart.locator("circle.point.front").count() >= 1 and chart.locator("circle.champion").count() == 1
+    with page.expect_download() as download:
+        page.click("#report-csv")
+    lines = open(download.value.path()).read().splitlines()
+    assert len(lines) == 3 and "param.train.learning_rate" in lines[0] and "final.eval/gen/win_rate" in lines[0]
+    page.screenshot(path=str(ARTIFACTS / "web-report.png"), full_page=True)
     assert page.errors == []
 
 
