@@ -38,7 +38,7 @@ def get_report(study_id: StudyId, studies: Studies, output: Annotated[Literal["j
     return data
 
 
-@router.post("/studies/{study_id}/best", response_model=schemas.Pushed, responses=responses(403, 404, 502))
+@router.post("/studies/{study_id}/best", response_model=schemas.Pushed, responses=responses(400, 403, 404, 502))
 def push_best(study_id: StudyId, body: schemas.PushToHub, studies: Studies, settings: ServiceSettings):
     study = studies.get(study_id)
     try:

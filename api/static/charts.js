@@ -75,7 +75,8 @@ const Charts = (() => {
       if (p.champion) el("circle", { cx: X(p.x), cy: Y(p.y), r: 10, class: "champion" }, s);
       const c = el("circle", { cx: X(p.x), cy: Y(p.y), r: 5, class: p.front ? "point front" : "point" }, s);
       el("title", {}, c).textContent = `${p.label}: ${fmt(p.x)}, ${fmt(p.y)}${p.front ? " (Pareto front)" : ""}${p.champion ? " (champion)" : ""}`;
-      text(s, X(p.x) + 7, Y(p.y) - 7, p.label, { class: "tick" });
+      const right = X(p.x) > W - 90;  // a label near the right edge goes to the point's left
+      text(s, X(p.x) + (right ? -9 : 7), Y(p.y) - 7, p.label, { class: "tick", "text-anchor": right ? "end" : "start" });
     });
   }
 
