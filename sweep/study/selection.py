@@ -51,8 +51,11 @@ def champion(rows: Sequence[TrialRow], sweep: SweepConfig) -> TrialRow | None:
             if all(bound.admits(_value(r, name)) for name, bound in constraints.items())]
     if not pool:
         return None
-    metric = MetricConfig(name=by, goal=goal)
-    return max(pool, key=lambda r: _signed(r, metric))  # max keeps the first of equals: the earlier trial
+    # Equals on `by` are told apart by the sweep's other objectives in order (a tie on win rate
+    # goes to the lower KL), then the earlier trial (max keeps the first).
+    order = [MetricConfig(name=by, goal=goal)] + [m for m in sweep.objectives if m.name != by]
+    return max(pool, key=lambda r: tuple(_signed(r, m) if _value(r, m.name) is not None else -math.inf
+                                         for m in order))
 
 
 def why_no_champion(rows: Sequence[TrialRow], sweep: SweepConfig) -> str:

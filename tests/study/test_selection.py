@@ -51,3 +51,12 @@ def test_without_a_rule_the_first_metric_decides_as_before():
     assert champion(rows(), SweepConfig(metric={"name": WIN})).trial_id == "a"
     assert champion(rows(), SweepConfig(metric={"name": KL, "goal": "minimize"})).trial_id == "f"  # its NaN win rate is not read
     assert champion([], SweepConfig()) is None and "no trial reported" in why_no_champion([], SweepConfig())
+
+
+def test_a_tie_goes_to_the_trial_better_on_the_other_objectives():
+    tied = [row("x", **{"eval__gen__win_rate": 0.53, "eval__gen__kl": 0.9}),
+            row("y", **{"eval__gen__win_rate": 0.53, "eval__gen__kl": 0.2}),
+            row("z", **{"eval__gen__win_rate": 0.53})]
+    assert champion(tied, SweepConfig(metrics=OBJECTIVES)).trial_id == "y"
+    assert champion(tied[:1] + tied[2:], SweepConfig(metrics=OBJECTIVES)).trial_id == "x"
+    assert champion(tied, SweepConfig(metric={"name": WIN})).trial_id == "x"  # one metric: the earlier trial
