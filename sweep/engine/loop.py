@@ -157,7 +157,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     gen_eval = None
     if cfg.evaluation is not None:  # the study's scorer (an actor) holds the reference model and the judge
-        scorer = ScorerClient(loop_config["config"], loop_config.get("scorer"), loop_config.get("study_dir"))
+        scorer = ScorerClient(loop_config["config"], loop_config.get("scorer"))
         gen_eval = GenerationEval(cfg, data.eval, tokenizer, scorer, rank, context.get_world_size())
 
     trainable = [p for p in policy.parameters() if p.requires_grad]
