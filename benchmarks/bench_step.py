@@ -24,13 +24,15 @@ from common import machine, median, model_name, synthetic_data, table, write_jso
 
 from objectives.registry import get_objective
 from sweep.config.schema import PrefsweepConfig
+from sweep.data.token_rows import tokenize_rows
 from sweep.data.tokenize import tokenized_splits
 from sweep.engine import reference_pass
 from sweep.engine.batch_loss import batch_loss
 from sweep.engine.collate import PairCollator
-from sweep.engine.loop import _epochs, lr_lambda, make_loader
+from sweep.engine.loop import _epochs, lr_lambda
 from sweep.engine.metrics import MetricAccumulator
 from sweep.engine.reference import Reference
+from sweep.engine.rows import make_loader
 from sweep.models.loading import load_causal_lm, load_tokenizer
 
 # Wall time by default; `--clock cpu` times with this process's CPU time instead, which other
@@ -192,7 +194,7 @@ def main(argv=None) -> dict:
     tokenizer = load_tokenizer(model)
     items, _ = tokenized_splits(cfg.data, True, data, tokenizer)
     began = clock()
-    cache = reference_pass.compute_reference_logps(cfg, data)["train"]
+    cache = reference_pass.compute_reference_logps(cfg, tokenize_rows(cfg, data))["train"]
     pass_seconds = clock() - began
     base = load_causal_lm(model)
     fresh = lambda: copy.deepcopy(base)  # noqa: E731  same weights everywhere

@@ -24,16 +24,15 @@ from torch.utils.data import DataLoader
 from objectives.registry import MISMATCHED_KL, objective_of
 from sweep import tracking
 from sweep.config.schema import PrefsweepConfig
-from sweep.data.tokenize import tokenized_splits
 from sweep.engine import moving_reference, reference_check
 from sweep.engine.batch_loss import batch_loss
 from sweep.engine.checkpoints import checkpoint_metrics, load_training_state, save_checkpoint
 from sweep.engine.collate import CompletionCollator, PairCollator
-from sweep.engine.length_sampler import LengthGroupedSampler, item_length
 from sweep.engine.metrics import MetricAccumulator
 from sweep.engine.policy import build_policy_and_reference, unwrap
 from sweep.engine.precision import autocast_context
 from sweep.engine.reference import Reference, cached_splits
+from sweep.engine.rows import make_loader, worker_rows
 from sweep.models.loading import load_tokenizer
 from sweep.storage.files import join, read_text, write_text
 
@@ -58,21 +57,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def make_loader(items: list, cfg: PrefsweepConfig, collate, *, batch_size: int, shuffle: bool,
-                num_replicas: int = 1, rank: int = 0) -> DataLoader:
-    if cfg.train.group_by_length and items:
-        # A DistributedSampler subclass: prepare_data_loader keeps it and it shards by rank itself.
-        sampler = LengthGroupedSampler([item_length(item) for item in items], batch_size, num_replicas=num_replicas,
-                                       rank=rank, shuffle=shuffle, seed=cfg.train.seed)
-        return DataLoader(list(enumerate(items)), batch_size=batch_size, sampler=sampler, collate_fn=collate,
-                          drop_last=False)
-    generator = torch.Generator().manual_seed(cfg.train.seed)
-    return DataLoader(
-        list(enumerate(items)), batch_size=batch_size, shuffle=shuffle, collate_fn=collate,
-        generator=generator, drop_last=False,
-    )
 
 
 def lr_lambda(cfg: PrefsweepConfig):
@@ -112,9 +96,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     cfg = PrefsweepConfig.model_validate(loop_config["config"])
     refuse_if_diverged_before(loop_config.get("run_dir"))
     quiet_progress_bars()
-    data = loop_config["data"]
-    if isinstance(data, ray.ObjectRef):
-        data = ray.get(data)
     context = ray.train.get_context()
     rank = context.get_world_rank()
     seed_everything(cfg.train.seed + rank)
@@ -122,7 +103,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     objective = objective_of(cfg.objective)
     tokenizer = load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
-    train_items, eval_items = tokenized_splits(cfg.data, objective.paired, data, tokenizer)
+    train_items, eval_items = worker_rows(loop_config, cfg, objective.paired, tokenizer)
     pad_id = tokenizer.pad_token_id
     collate = PairCollator(pad_id) if objective.paired else CompletionCollator(
         pad_id, mismatched=MISMATCHED_KL in objective.inputs(cfg.objective)

@@ -21,15 +21,18 @@ def build_trainer(
     mlflow: dict[str, str] | None = None,
     callbacks: list | None = None,
     ref_cache: Any = None,
+    tokens: Any = None,
 ) -> TorchTrainer:
     """`data` is the loaded PreferenceData or an ObjectRef to it (workers on other nodes
-    fetch it from the object store, so nothing depends on the driver's disk)."""
+    fetch it from the object store, so nothing depends on the driver's disk); `tokens` the
+    study's tokenization of it for this run's setting (`sweep.data.token_rows`), or its
+    ObjectRef: the workers then train on it instead of tokenizing `data` themselves."""
     resources = cfg.resources
     per_worker = {"CPU": resources.cpus_per_worker}
     if resources.use_gpu:
-        per_worker["GPU"] = 1
-    loop_config: dict[str, Any] = {"config": cfg.model_dump(mode="json"), "data": data, "ref_cache": ref_cache,
-                                   "run_dir": join(storage_path, run_name)}
+        per_worker["GPU"] = resources.gpus()  # below 1: trials share a GPU
+    loop_config: dict[str, Any] = {"config": cfg.model_dump(mode="json"), "data": data, "tokens": tokens,
+                                   "ref_cache": ref_cache, "run_dir": join(storage_path, run_name)}
     if mlflow:
         loop_config.update(tracking_uri=mlflow["tracking_uri"], mlflow_run_id=mlflow["run_id"])
     return TorchTrainer(

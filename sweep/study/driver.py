@@ -24,10 +24,13 @@ from sweep.config.schema import PrefsweepConfig
 from sweep.data.loading import load_preference_data
 from sweep.engine.trainer import build_trainer
 from sweep.storage.files import delete_dir, join
+from sweep.storage.fingerprint import data_digest
 from sweep.storage.record import StudyRecord, exists, load_record, optuna_url, study_dir
 from sweep.study import reference_cache as refcache
+from sweep.study import shared_tokens
 from sweep.study.closing import summarize_study
 from sweep.study.console import SweepProgress, worker_logs_on_console
+from sweep.study.coordinator import hold
 from sweep.study.liveness import keep_alive
 from sweep.study.optuna_search import StudySearch, link_trial
 from sweep.study.ray_cluster import init_ray
@@ -46,9 +49,10 @@ class SweepInterrupted(RuntimeError):
     returns normally then, so the study must not be closed as finished."""
 
 
-def run_trial(params: dict[str, Any], *, study: dict[str, Any], data: Any) -> None:
+def run_trial(params: dict[str, Any], *, study: dict[str, Any]) -> None:
     """One Tune trial: a TorchTrainer run under a stable name, so a restarted trial resumes
-    from its last checkpoint (`ray.train.get_checkpoint()` in the workers)."""
+    from its last checkpoint (`ray.train.get_checkpoint()` in the workers). `study["data"]` is
+    [the loaded rows' object ref] and `study["data_hash"]` their digest (put once by the driver)."""
     trial_id = tune.get_context().get_trial_id()
     cfg = config_with(PrefsweepConfig.model_validate(study["config"]), params)
     uri, experiment_id, parent = study["tracking_uri"], study["experiment_id"], study["parent_run_id"]
@@ -74,15 +78,16 @@ def run_trial(params: dict[str, Any], *, study: dict[str, Any], data: Any) -> No
             number = None
         if number is not None:
             tracking.set_tags(uri, run_id, {tracking.OPTUNA_TRIAL_TAG: number})
-    data_ref = ray.put(data)
-    # The study's shared reference log-probs for this trial's tokenization settings (computed on
-    # first use when swept parameters change them); None = the workers run a live reference.
+    # The study's shared tokenization and reference log-probs for this trial's settings (made on
+    # first use when swept parameters change them); ref_cache None = the workers run a live reference.
     try:
-        ref_cache = refcache.for_trial(cfg, data, study["dir"], data_ref=data_ref, tracking_uri=uri, run_id=run_id,
-                                       parent_run_id=parent)
+        tokens = shared_tokens.for_trial(cfg, study, uri, parent)
+        ref_cache = refcache.for_trial(cfg, tokens, study["dir"], data_hash=study["data_hash"], tracking_uri=uri,
+                                       run_id=run_id, parent_run_id=parent)
         trainer = build_trainer(
-            cfg, data_ref, run_name=f"trial-{trial_id}", storage_path=join(study["dir"], "train"),
-            mlflow={"tracking_uri": uri, "run_id": run_id}, callbacks=[TuneReportCallback()], ref_cache=ref_cache,
+            cfg, study["data"][0], tokens=tokens[0], run_name=f"trial-{trial_id}",
+            storage_path=join(study["dir"], "train"), mlflow={"tracking_uri": uri, "run_id": run_id},
+            callbacks=[TuneReportCallback()], ref_cache=ref_cache,
         )
         trainer.fit()
     except Exception as exc:
@@ -128,13 +133,13 @@ def _scheduler(cfg: PrefsweepConfig):
 TRIAL_MEMORY = 64 * 1024**2  # bytes reserved per trial function (logical)
 
 
-def _trainable(record: StudyRecord, data: Any):
-    study = {**record.__dict__, "dir": study_dir(record.cfg.resolved_storage(), record.name)}
+def _trainable(record: StudyRecord, shared: dict[str, Any]):
+    study = {**record.__dict__, **shared, "dir": study_dir(record.cfg.resolved_storage(), record.name)}
     # The trial function only waits on its TorchTrainer; the workers hold the CPUs/GPUs.
     # Tune refuses an all-zero request, hence a sliver, of memory: a CPU sliver would leave
     # the node it lands on short of a whole CPU, so on a cluster whose nodes have exactly
     # the CPUs of a worker group no worker group would ever fit (a deadlock).
-    return tune.with_resources(tune.with_parameters(run_trial, study=study, data=data), {"memory": TRIAL_MEMORY})
+    return tune.with_resources(tune.with_parameters(run_trial, study=study), {"memory": TRIAL_MEMORY})
 
 
 def _load_data(cfg: PrefsweepConfig):
@@ -167,9 +172,9 @@ def start_study(cfg: PrefsweepConfig, *, overwrite: bool = False, progress: list
                          experiment_id=experiment_id, parent_run_id=parent, optuna_url=url)
     keep_alive(record, storage)  # saves it, stamped with who drives it, and again every few seconds while it runs
     with _fails_study(record):
-        _prepare_reference_cache(record, data)
+        shared = _share_inputs(record, data)
         tuner = tune.Tuner(
-            _trainable(record, data),
+            _trainable(record, shared),
             tune_config=tune.TuneConfig(
                 metric=cfg.sweep.metric.name, mode=cfg.sweep.metric.mode,
                 search_alg=StudySearch(cfg, optuna.storages.RDBStorage(url)), scheduler=_scheduler(cfg),
@@ -209,19 +214,25 @@ def resume_study(name: str, storage: str = "runs", progress: list | None = None)
     init_ray(log_to_driver=worker_logs_on_console())
     keep_alive(record, cfg.resolved_storage())  # running again, driven by this process
     with _fails_study(record):
-        _prepare_reference_cache(record, data)
+        shared = _share_inputs(record, data)
         tuner = tune.Tuner.restore(
-            study_dir(cfg.resolved_storage(), name), trainable=_trainable(record, data),
+            study_dir(cfg.resolved_storage(), name), trainable=_trainable(record, shared),
             resume_unfinished=True, resume_errored=False, restart_errored=False,
         )
     return _finish(record, tuner)
 
 
-def _prepare_reference_cache(record: StudyRecord, data: Any) -> None:
-    """The one reference pass of the study, before any trial (see sweep.study.reference_cache)."""
+def _share_inputs(record: StudyRecord, data: Any) -> dict[str, Any]:
+    """What every trial shares, made once before Tune starts: the loaded rows in the object
+    store (one put per study, not per trial), the study's coordinator, its tokenization and its
+    reference-cache entry (where no swept parameter changes them) -> what trials are handed."""
     cfg = record.cfg
-    refcache.prepare_study(cfg, data, study_dir(cfg.resolved_storage(), record.name), record.tracking_uri,
-                           record.parent_run_id)
+    data_hash = data_digest(data)
+    hold(cfg.name)
+    tokens = shared_tokens.prepare_study(cfg, data, data_hash, record.tracking_uri, record.parent_run_id)
+    refcache.prepare_study(cfg, tokens, study_dir(cfg.resolved_storage(), record.name), record.tracking_uri,
+                           record.parent_run_id, data_hash)
+    return {"data": [ray.put(data)], "data_hash": data_hash}  # in a list: trials get the ref, not the rows
 
 
 def _finish(record: StudyRecord, tuner: tune.Tuner) -> StudyRecord:
