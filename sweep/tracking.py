@@ -32,6 +32,8 @@ BEST_CHECKPOINT_TAG = "prefsweep.best_checkpoint"
 CACHE_TAG = "prefsweep.reference_cache"  # a trial's: which cache entry it read, or why none
 PASSES_TAG = "prefsweep.reference_passes"  # the study's: reference passes run so far
 TOKENIZATIONS_TAG = "prefsweep.tokenizations"  # the study's: tokenizations of its rows so far (one per setting)
+STARTUP_TAG = "prefsweep.startup"  # a trial's: when its worker process started, loop began, rows and model came, steps ran
+TRIAL_TIMES_TAG = "prefsweep.trial_times"  # a trial's: when its Tune function started and ended
 OPTUNA_TRIAL_TAG = "prefsweep.optuna_trial"  # a trial's number in its Optuna study
 NODE_TAG, NODES_TAG = "prefsweep.node_id", "prefsweep.nodes"  # rank 0's Ray node, and every attempt's
 

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from objectives.registry import MISMATCHED_KL, objective_of
 from sweep import tracking
 from sweep.config.schema import PrefsweepConfig
-from sweep.engine import moving_reference, reference_check
+from sweep.engine import moving_reference, reference_check, startup
 from sweep.engine.batch_loss import batch_loss
 from sweep.engine.checkpoints import checkpoint_metrics, load_training_state, save_checkpoint
 from sweep.engine.collate import CompletionCollator, PairCollator
@@ -93,6 +93,7 @@ def evaluate(policy, reference, loader, objective, params, cfg, device) -> dict[
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    startup.begin()
     cfg = PrefsweepConfig.model_validate(loop_config["config"])
     refuse_if_diverged_before(loop_config.get("run_dir"))
     quiet_progress_bars()
@@ -104,6 +105,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     objective = objective_of(cfg.objective)
     tokenizer = load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
     train_items, eval_items = worker_rows(loop_config, cfg, objective.paired, tokenizer)
+    startup.mark("rows")
     pad_id = tokenizer.pad_token_id
     collate = PairCollator(pad_id) if objective.paired else CompletionCollator(
         pad_id, mismatched=MISMATCHED_KL in objective.inputs(cfg.objective)
@@ -111,6 +113,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     checkpoint = ray.train.get_checkpoint()
     ref_train, ref_eval = cached_splits(loop_config.get("ref_cache"), len(train_items), len(eval_items), device)
     policy, reference = build_policy_and_reference(cfg, objective, device, checkpoint, cached_ref=ref_train)
+    startup.mark("model")
     eval_reference = reference
     if reference is not None and reference.cached is not None:  # eval rows are indexed into the eval cache
         eval_reference = Reference(model=reference.model, adapter_host=reference.adapter_host, cached=ref_eval)
@@ -156,6 +159,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     last_train: dict[str, float] = {}
     reported = False
     policy.train()
+    startup.mark("first_step")
     for step in range(start_step, cfg.train.max_steps):
         for micro in range(accum):
             batch = {k: v.to(device) for k, v in next(batches).items()}
@@ -213,6 +217,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 metrics["resumed_from_step"] = start_step
             reported = True
             _report(metrics, policy, tokenizer, optimizer, scheduler, cfg, rank, done, moving)
+    startup.mark("end")
+    if logger:
+        logger.client.set_tag(logger.run_id, tracking.STARTUP_TAG, startup.as_tag())
 
 
 def record_node(logger) -> None:
@@ -263,3 +270,6 @@ def _all_sum(value: int) -> float:
         torch.distributed.all_reduce(t)
         return t.item()
     return float(value)
+
+
+startup.imported()  # last: every import above is done

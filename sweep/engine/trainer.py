@@ -2,6 +2,7 @@
 by each sweep trial."""
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import ray.train
@@ -10,6 +11,8 @@ from ray.train.torch import TorchTrainer
 from sweep.config.schema import PrefsweepConfig
 from sweep.engine.loop import train_loop_per_worker
 from sweep.storage.files import join
+
+HEALTH_CHECK_INTERVAL = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 
 
 def build_trainer(
@@ -27,6 +30,10 @@ def build_trainer(
     fetch it from the object store, so nothing depends on the driver's disk); `tokens` the
     study's tokenization of it for this run's setting (`sweep.data.token_rows`), or its
     ObjectRef: the workers then train on it instead of tokenizing `data` themselves."""
+    # Ray Train's controller looks at its workers every 2 s by default: the end of a run (and
+    # each report) waits up to that long to be noticed, seconds of idle per trial. A user's own
+    # setting wins; the controller reads it from the environment of the process that calls fit.
+    os.environ.setdefault(HEALTH_CHECK_INTERVAL, "0.5")
     resources = cfg.resources
     per_worker = {"CPU": resources.cpus_per_worker}
     if resources.use_gpu:
