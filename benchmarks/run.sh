@@ -21,7 +21,8 @@ export TQDM_DISABLE=1 HF_DATASETS_DISABLE_PROGRESS_BARS=1 TRANSFORMERS_VERBOSITY
 export RAY_USAGE_STATS_ENABLED=0
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
-quiet() { grep -v -e "^\[prefsweep" -e "Loading weights" -e "INFO " -e "^[│╭╰]" -e "^View detailed" -e "^To visualize" -e "^$"; }
+quiet() { grep -v -e "^\[prefsweep" -e "Loading weights" -e "INFO " -e "WARNING " -e "^\[I " -e "^[│╭╰├]" \
+  -e "^View detailed" -e "^To visualize" -e "^{'train_runtime'" -e "^$" || true; }
 echo "machine: $(nproc) CPUs, $(uptime), $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 "$PY" bench_step.py --model "$model" --threads "${BENCH_THREADS:-1}" --clock "${BENCH_CLOCK:-cpu}" 2>&1 | quiet | tee -a "$log"
 "$PY" bench_memory.py 2>&1 | tee -a "$log"
