@@ -23,7 +23,9 @@ import time
 from common import machine, model_name, synthetic_data, table, write_json
 
 from sweep.config.schema import PrefsweepConfig
+from sweep.data.token_rows import tokenize_rows
 from sweep.storage import reference_store
+from sweep.storage.fingerprint import data_digest
 from sweep.study import reference_cache as refcache
 
 GRID = [(1e-4, 0.1), (3e-4, 0.3), (1e-3, 0.1), (3e-3, 0.3), (1e-4, 0.3), (3e-4, 0.1), (1e-3, 0.3), (3e-3, 0.1)]
@@ -83,7 +85,7 @@ def _pass_process(config: dict, data, study: str, threads: int, queue) -> None:
     _warm(config)
     began, cpu0 = time.perf_counter(), time.process_time()
     cfg = PrefsweepConfig.model_validate(config)
-    entry, _, computed = refcache.ensure_entry(cfg, data, study)
+    entry, _, computed = refcache.ensure_entry(cfg, tokenize_rows(cfg, data), study, study, data_hash=data_digest(data))
     queue.put({"work_wall_s": time.perf_counter() - began, "work_cpu_s": time.process_time() - cpu0, **_usage(),
                "entry": entry, "computed": computed})
 

@@ -102,3 +102,24 @@ def write_json(name: str, payload: dict) -> Path | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=str))
     return path
+
+
+def quartiles(values: list[float]) -> tuple[float, float]:
+    q = statistics.quantiles(values, n=4) if len(values) >= 2 else [values[0]] * 3
+    return q[0], q[2]
+
+
+def spread_line(name: str, ratios: list[float], max_spread: float) -> dict:
+    """The line for one ratio taken per pair of steps (or runs) on the same input: its median
+    with min and max, or, when the middle half of the pairs spans more than `max_spread` (a
+    factor), a line that says so and gives no headline. `text` ends in `x` only with a headline."""
+    low, high = quartiles(ratios)
+    summary = {"median": median(ratios), "min": min(ratios), "max": max(ratios), "q1": low, "q3": high,
+               "pairs": len(ratios), "headline": high / low <= max_spread}
+    detail = f"min {summary['min']:.2f}x, max {summary['max']:.2f}x, quartiles {low:.2f}x-{high:.2f}x over {len(ratios)} pairs"
+    if summary["headline"]:
+        text = f"{name}: {summary['median']:.2f}x  [{detail}]"
+    else:
+        text = (f"{name}: no headline, spread too wide (quartiles {high / low:.1f}x apart, limit {max_spread}x; "
+                f"the machine's load moved during the run): median {summary['median']:.2f}, {detail}")
+    return {"summary": summary, "text": text}

@@ -32,6 +32,9 @@ BEST_CHECKPOINT_TAG = "prefsweep.best_checkpoint"
 CACHE_TAG = "prefsweep.reference_cache"  # a trial's: which cache entry it read, or why none
 PASSES_TAG = "prefsweep.reference_passes"  # the study's: reference passes run so far
 GENERATIONS_TABLE = "eval_generations.json"  # a trial run's table: one row per prompt per evaluation
+TOKENIZATIONS_TAG = "prefsweep.tokenizations"  # the study's: tokenizations of its rows so far (one per setting)
+STARTUP_TAG = "prefsweep.startup"  # a trial's: when its worker process started, loop began, rows and model came, steps ran
+TRIAL_TIMES_TAG = "prefsweep.trial_times"  # a trial's: when its Tune function started and ended
 OPTUNA_TRIAL_TAG = "prefsweep.optuna_trial"  # a trial's number in its Optuna study
 NODE_TAG, NODES_TAG = "prefsweep.node_id", "prefsweep.nodes"  # rank 0's Ray node, and every attempt's
 

@@ -201,3 +201,30 @@ def test_a_ray_address_nobody_answers_on_is_one_line_in_seconds(tmp_path, capsys
     assert main(["run", str(config_file(tmp_path, [PAIR] * 8)), "--set", f"storage.path={tmp_path / 'runs'}"]) == 1
     out = " ".join(capsys.readouterr().out.split())
     assert "no Ray cluster answers there" in out and "Traceback" not in out and time.monotonic() - started < 60
+
+
+def test_cache_ls_and_rm(tmp_path, capsys):
+    """`prefsweep cache ls|rm` over a storage's shared reference entries: listed with the study
+    that used each, removed by key prefix, by --all, refused for a key that names none."""
+    from worker_harness import cache_entry, tiny_config, tiny_data
+
+    storage = tmp_path / "runs"
+    first, _, _ = cache_entry(tiny_config(), tiny_data(), storage)
+    cache_entry(tiny_config(data={"max_length": 40}), tiny_data(), storage)
+    assert main(["cache", "ls", "--storage", str(storage), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert len(listed) == 2 and {e["used_by"][0] for e in listed} == {"unit"}
+    assert main(["cache", "ls", "--storage", str(storage)]) == 0
+    assert "2 entries" in capsys.readouterr().out
+    key = first.rsplit("/", 1)[1]
+    assert main(["cache", "rm", key[:8], "--storage", str(storage)]) == 0
+    assert key in capsys.readouterr().out
+    assert main(["cache", "rm", key[:8], "--storage", str(storage)]) == 1  # gone now
+    assert "names no entry" in capsys.readouterr().out
+    assert main(["cache", "rm", "--storage", str(storage)]) == 2  # nothing said: nothing removed
+    assert main(["cache", "rm", "--unused-days", "1", "--storage", str(storage)]) == 0  # used just now: kept
+    assert "removed 0 entries" in capsys.readouterr().out
+    assert main(["cache", "rm", "--all", "--storage", str(storage)]) == 0
+    assert "removed 1 entry" in capsys.readouterr().out
+    assert main(["cache", "ls", "--storage", str(storage), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []

@@ -367,3 +367,29 @@ def test_a_judge_round_trips_as_written():
         == "builtin:demo"
     with pytest.raises(ConfigError, match="exactly one of"):
         load_config({"evaluation": {"judge": {"python": "a:b", "reward_model": "/m"}}})
+
+
+def test_fractional_gpus_per_worker_share_a_gpu_and_are_refused_where_they_cannot():
+    """resources.gpus_per_worker: what a trial's workers (and its reference pass or tokenization
+    task) ask Ray for; validated here on CPU (no GPU runs in this suite)."""
+    from sweep.engine.trainer import build_trainer
+    from sweep.study.coordinator import task_options
+
+    cfg = load_config({"resources": {"use_gpu": True, "gpus_per_worker": 0.25}})
+    assert cfg.resources.gpus() == 0.25 and task_options(cfg)["num_gpus"] == 0.25
+    scaling = build_trainer(cfg, None, run_name="r", storage_path="/tmp/unused").scaling_config
+    assert scaling.use_gpu and scaling.resources_per_worker == {"CPU": 1, "GPU": 0.25}
+    assert scaling.total_resources["GPU"] == 0.25
+    whole = load_config({"resources": {"use_gpu": True, "num_workers": 2}})
+    assert build_trainer(whole, None, run_name="r", storage_path="/tmp/unused").scaling_config.total_resources["GPU"] == 2
+    assert task_options(load_config({}))["num_gpus"] == 0
+    for bad, why in (({"gpus_per_worker": 0.5}, "use_gpu is false"),
+                     ({"use_gpu": True, "num_workers": 2, "gpus_per_worker": 0.5}, "needs num_workers: 1"),
+                     ({"use_gpu": True, "gpus_per_worker": 2}, "less than or equal to 1"),
+                     ({"use_gpu": True, "gpus_per_worker": 0}, "greater than 0")):
+        with pytest.raises(ConfigError, match=why) as err:
+            load_config({"resources": bad})
+        assert fields(err.value) == ["resources.gpus_per_worker"]
+    swept = load_config({"resources": {"use_gpu": True}, "sweep": {"parameters": {
+        "resources.gpus_per_worker": {"values": [0.25, 0.5]}}}})
+    assert config_with(swept, {"resources.gpus_per_worker": 0.5}).resources.gpus() == 0.5

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from worker_harness import one_thread, run_worker, tiny_config, tiny_data  # noqa: F401 (fixture)
+from worker_harness import cache_entry, one_thread, run_worker, tiny_config, tiny_data  # noqa: F401 (fixture)
 
 from objectives.registry import get_objective
 from sweep.engine.policy import build_policy_and_reference
 from sweep.models.loading import load_causal_lm
-from sweep.study import reference_cache as refcache
 from sweep.study.export import export_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -88,7 +87,7 @@ def test_lora_with_the_cache_equals_lora_without(trained, monkeypatch, tmp_path)
     """The cache holds the base model's log-probs: exactly what the adapter-free reference gives."""
     _, live, cfg = trained
     data = tiny_data()
-    entry, _, _ = refcache.ensure_entry(cfg, data, str(tmp_path / "study"))
+    entry, _, _ = cache_entry(cfg, data, tmp_path)
     cached = run_worker(cfg, data, monkeypatch, tmp_path, ref_cache=entry)
     for name in ("loss", "rewards/margins", "eval/loss", "eval/rewards/margins"):
         assert cached[-1][name] == pytest.approx(live[-1][name], rel=1e-4, abs=1e-5), name

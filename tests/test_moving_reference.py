@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
-from worker_harness import one_thread, run_worker, tiny_config, tiny_data  # noqa: F401 (fixture)
+from worker_harness import one_thread, reference_logps, run_worker, tiny_config, tiny_data  # noqa: F401 (fixture)
 
-from sweep.engine import reference_pass
 from sweep.engine.checkpoints import STATE_FILE
 from sweep.engine.moving_reference import STATE_KEY
 from sweep.models.builtin import builtin_path
@@ -98,7 +97,7 @@ def test_a_frozen_reference_keeps_no_weights_in_the_checkpoint(monkeypatch, tmp_
 
 def test_a_reference_that_is_not_the_policys_fails_at_step_0(monkeypatch, tmp_path):
     cfg, data = tiny_config(objective={"name": "sigmoid_norm", "beta": 2.0}), tiny_data()
-    cache = reference_pass.compute_reference_logps(cfg, data)
+    cache = reference_logps(cfg, data)
     shifted = {split: tensor + torch.tensor([0.0, 3.0]) for split, tensor in cache.items()}  # rejected rows off by 3 nats
     with pytest.raises(Exception, match="step-0 check failed") as failed:
         run_worker(cfg, data, monkeypatch, tmp_path / "bad", ref_cache=shifted)
@@ -117,7 +116,7 @@ def test_the_check_uses_each_objectives_own_value_and_skips_where_unknown(monkey
     for number, objective in enumerate(objectives):
         where = tmp_path / str(number)
         cfg = tiny_config(objective=objective, train={"max_steps": 1, "eval_every": 1})
-        cache = reference_pass.compute_reference_logps(cfg, data) if cfg.objective.resolved().needs_reference else None
+        cache = reference_logps(cfg, data) if cfg.objective.resolved().needs_reference else None
         bad = None if cache is None else {split: tensor - 2.0 for split, tensor in cache.items()}
         expected = cfg.objective.resolved().loss_at_reference(cfg.objective)
         if expected is None:  # simpo: no reference; sigmoid + sft: the SFT term depends on the batch

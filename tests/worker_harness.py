@@ -49,6 +49,25 @@ def tiny_config(**sections) -> PrefsweepConfig:
     return PrefsweepConfig.model_validate(base)
 
 
+def cache_entry(cfg: PrefsweepConfig, data, storage: Path, study: str = "study") -> tuple[str | None, str, bool]:
+    """The reference-cache entry of `cfg` over `data` under `storage` (computed in this process
+    unless there), as a study named `study` asks for it: (entry, note, whether a pass ran)."""
+    from sweep.data.token_rows import tokenize_rows
+    from sweep.storage.fingerprint import data_digest
+    from sweep.study import reference_cache as refcache
+
+    return refcache.ensure_entry(cfg, tokenize_rows(cfg, data), str(storage), str(storage / study),
+                                 data_hash=data_digest(data))
+
+
+def reference_logps(cfg: PrefsweepConfig, data) -> dict:
+    """The reference pass's per-row log-probs of `data` tokenized for `cfg`."""
+    from sweep.data.token_rows import tokenize_rows
+    from sweep.engine.reference_pass import compute_reference_logps
+
+    return compute_reference_logps(cfg, tokenize_rows(cfg, data))
+
+
 @pytest.fixture
 def one_thread():
     """See run_worker: one torch thread for the test, restored after."""
@@ -59,7 +78,7 @@ def one_thread():
 
 
 def run_worker(cfg: PrefsweepConfig, data, monkeypatch, tmp_path: Path, *, ref_cache=None,
-               run_dir: str | None = None) -> list[dict]:
+               run_dir: str | None = None, tokens=None) -> list[dict]:
     """-> the loop's reports in order; each has `_checkpoint` (a kept copy) when one came with it."""
     reports: list[dict] = []
     # One thread: CI and dev machines run tests side by side, and two OpenMP threads fighting
@@ -77,8 +96,8 @@ def run_worker(cfg: PrefsweepConfig, data, monkeypatch, tmp_path: Path, *, ref_c
     monkeypatch.setattr(ray.train, "report", report)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": cfg.model_dump(mode="json"), "data": data, "ref_cache": ref_cache,
-                           "run_dir": run_dir},
+        train_loop_config={"config": cfg.model_dump(mode="json"), "data": data, "tokens": tokens,
+                           "ref_cache": ref_cache, "run_dir": run_dir},
         scaling_config=ray.train.ScalingConfig(num_workers=0),
         run_config=ray.train.RunConfig(name="local", storage_path=str(tmp_path / "ray")),
     )

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from sweep.cli import config_verbs, study_verbs
+from sweep.cli import cache_verbs, config_verbs, study_verbs
 from sweep.cli.output import console
 from sweep.config.loading import ConfigError
 from sweep.models.loading import ModelLoadError
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     config_verbs.add_verbs(verb)
     study_verbs.add_verbs(verb)
+    cache_verbs.add_verbs(verb)
     return parser
 
 

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from sweep.config.evaluation import GEN_PREFIX, EvaluationConfig, gen_metric_problem
 from sweep.config.fields import MAX_BATCH, MAX_COUNT, MAX_TOKENS, LocalPath, Seed, Strict
@@ -164,8 +164,31 @@ class TrainConfig(Strict):
 
 class ResourcesConfig(Strict):
     num_workers: int = Field(1, ge=1, le=MAX_BATCH, description="DDP workers per trial.")
-    use_gpu: bool = Field(False, description="One GPU per worker.")
+    use_gpu: bool = Field(False, description="Train on GPUs (`gpus_per_worker` each).")
     cpus_per_worker: float = Field(1, gt=0, le=MAX_BATCH, description="CPUs reserved per worker.")
+    gpus_per_worker: float = Field(
+        1.0, gt=0, le=1,
+        description="GPUs reserved per worker with `use_gpu: true` (a DDP worker drives one). Below 1, several "
+        "trials share one GPU "
+        "(0.25: four small trials at once, with `sweep.max_concurrent_trials` to match); their memory is "
+        "not partitioned, so they must fit together. A fraction needs `num_workers: 1` (two DDP workers "
+        "of one trial on one GPU is something NCCL refuses).",
+    )
+
+    @field_validator("gpus_per_worker")
+    @classmethod
+    def _gpus(cls, gpus: float, info: ValidationInfo) -> float:
+        # use_gpu and num_workers come first in the section, so they are validated by now
+        if gpus != 1.0 and not info.data.get("use_gpu", False):
+            raise ValueError("set but resources.use_gpu is false: set use_gpu: true to train on GPUs")
+        if gpus < 1 and info.data.get("num_workers", 1) > 1:
+            raise ValueError(f"{gpus} < 1 needs num_workers: 1 (DDP workers of one trial would share a GPU, "
+                             "which NCCL refuses); use whole GPUs for multi-worker trials")
+        return gpus
+
+    def gpus(self) -> float:
+        """GPUs each worker reserves (0 on CPU)."""
+        return self.gpus_per_worker if self.use_gpu else 0.0
 
 
 

@@ -39,6 +39,13 @@ def item_length(item) -> int:
     return len(item)
 
 
+def lengths_of(items) -> list[int]:
+    """`item_length` of every row; packed rows (`sweep.data.token_rows.TokenRows`) know them all at once."""
+    if hasattr(items, "lengths"):
+        return items.lengths().tolist()
+    return [item_length(item) for item in items]
+
+
 class LengthGroupedSampler(DistributedSampler):
     def __init__(
         self,

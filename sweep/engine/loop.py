@@ -24,16 +24,15 @@ from torch.utils.data import DataLoader
 from objectives.registry import MISMATCHED_KL, objective_of
 from sweep import tracking
 from sweep.config.schema import PrefsweepConfig
-from sweep.data.tokenize import tokenized_splits
-from sweep.engine import moving_reference, reference_check
+from sweep.engine import moving_reference, reference_check, startup
 from sweep.engine.batch_loss import batch_loss
 from sweep.engine.checkpoints import checkpoint_metrics, load_training_state, save_checkpoint
 from sweep.engine.collate import CompletionCollator, PairCollator
-from sweep.engine.length_sampler import LengthGroupedSampler, item_length
 from sweep.engine.metrics import MetricAccumulator
 from sweep.engine.policy import build_policy_and_reference, unwrap
 from sweep.engine.precision import autocast_context
 from sweep.engine.reference import Reference, cached_splits
+from sweep.engine.rows import eval_rows, make_loader, worker_rows
 from sweep.evaluation.judges import JudgeError
 from sweep.evaluation.scorer import ScorerClient
 from sweep.evaluation.worker import GenerationEval, table
@@ -72,21 +71,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_loader(items: list, cfg: PrefsweepConfig, collate, *, batch_size: int, shuffle: bool,
-                num_replicas: int = 1, rank: int = 0) -> DataLoader:
-    if cfg.train.group_by_length and items:
-        # A DistributedSampler subclass: prepare_data_loader keeps it and it shards by rank itself.
-        sampler = LengthGroupedSampler([item_length(item) for item in items], batch_size, num_replicas=num_replicas,
-                                       rank=rank, shuffle=shuffle, seed=cfg.train.seed)
-        return DataLoader(list(enumerate(items)), batch_size=batch_size, sampler=sampler, collate_fn=collate,
-                          drop_last=False)
-    generator = torch.Generator().manual_seed(cfg.train.seed)
-    return DataLoader(
-        list(enumerate(items)), batch_size=batch_size, shuffle=shuffle, collate_fn=collate,
-        generator=generator, drop_last=False,
-    )
-
-
 def lr_lambda(cfg: PrefsweepConfig):
     warmup, total = cfg.train.warmup_steps, cfg.train.max_steps
 
@@ -121,12 +105,10 @@ def evaluate(policy, reference, loader, objective, params, cfg, device) -> dict[
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    startup.begin()
     cfg = PrefsweepConfig.model_validate(loop_config["config"])
     refuse_if_diverged_before(loop_config.get("run_dir"))
     quiet_progress_bars()
-    data = loop_config["data"]
-    if isinstance(data, ray.ObjectRef):
-        data = ray.get(data)
     context = ray.train.get_context()
     rank = context.get_world_rank()
     seed_everything(cfg.train.seed + rank)
@@ -134,7 +116,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     objective = objective_of(cfg.objective)
     tokenizer = load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
-    train_items, eval_items = tokenized_splits(cfg.data, objective.paired, data, tokenizer)
+    train_items, eval_items = worker_rows(loop_config, cfg, objective.paired, tokenizer)
+    startup.mark("rows")
     pad_id = tokenizer.pad_token_id
     collate = PairCollator(pad_id) if objective.paired else CompletionCollator(
         pad_id, mismatched=MISMATCHED_KL in objective.inputs(cfg.objective)
@@ -142,6 +125,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     checkpoint = ray.train.get_checkpoint()
     ref_train, ref_eval = cached_splits(loop_config.get("ref_cache"), len(train_items), len(eval_items), device)
     policy, reference = build_policy_and_reference(cfg, objective, device, checkpoint, cached_ref=ref_train)
+    startup.mark("model")
     eval_reference = reference
     if reference is not None and reference.cached is not None:  # eval rows are indexed into the eval cache
         eval_reference = Reference(model=reference.model, adapter_host=reference.adapter_host, cached=ref_eval)
@@ -158,7 +142,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     gen_eval = None
     if cfg.evaluation is not None:  # the study's scorer (an actor) holds the reference model and the judge
         scorer = ScorerClient(loop_config["config"], loop_config.get("scorer"))
-        gen_eval = GenerationEval(cfg, data.eval, tokenizer, scorer, rank, context.get_world_size())
+        gen_eval = GenerationEval(cfg, eval_rows(loop_config), tokenizer, scorer, rank, context.get_world_size())
 
     trainable = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
@@ -192,6 +176,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     last_train: dict[str, float] = {}
     reported = False
     policy.train()
+    startup.mark("first_step")
     for step in range(start_step, cfg.train.max_steps):
         for micro in range(accum):
             batch = {k: v.to(device) for k, v in next(batches).items()}
@@ -250,6 +235,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 metrics["resumed_from_step"] = start_step
             reported = True
             _report(metrics, policy, tokenizer, optimizer, scheduler, cfg, rank, done, moving)
+    startup.mark("end")
+    if logger:
+        logger.client.set_tag(logger.run_id, tracking.STARTUP_TAG, startup.as_tag())
 
 
 def evaluate_generations(gen_eval: GenerationEval, policy, cfg, device, logger, step: int,
@@ -315,3 +303,6 @@ def _all_sum(value: int) -> float:
         torch.distributed.all_reduce(t)
         return t.item()
     return float(value)
+
+
+startup.imported()  # last: every import above is done

@@ -2,6 +2,7 @@
 by each sweep trial."""
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import ray.train
@@ -10,6 +11,8 @@ from ray.train.torch import TorchTrainer
 from sweep.config.schema import PrefsweepConfig
 from sweep.engine.loop import train_loop_per_worker
 from sweep.storage.files import join
+
+HEALTH_CHECK_INTERVAL = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 
 
 def build_trainer(
@@ -21,18 +24,26 @@ def build_trainer(
     mlflow: dict[str, str] | None = None,
     callbacks: list | None = None,
     ref_cache: Any = None,
+    tokens: Any = None,
     scorer: dict[str, str] | None = None,
 ) -> TorchTrainer:
     """`data` is the loaded PreferenceData or an ObjectRef to it (workers on other nodes
-    fetch it from the object store, so nothing depends on the driver's disk). `scorer`: the
-    name of the study's scorer actor (sweep.study.scoring); without one, a run that evaluates
-    generations loads its own."""
+    fetch it from the object store, so nothing depends on the driver's disk); `tokens` the
+    study's tokenization of it for this run's setting (`sweep.data.token_rows`), or its
+    ObjectRef: the workers then train on it instead of tokenizing `data` themselves.
+    `scorer`: the name of the study's scorer actor (sweep.study.scoring); without one, a run
+    that evaluates generations loads its own."""
+    # Ray Train's controller looks at its workers every 2 s by default: the end of a run (and
+    # each report) waits up to that long to be noticed, seconds of idle per trial. A user's own
+    # setting wins; the controller reads it from the environment of the process that calls fit.
+    os.environ.setdefault(HEALTH_CHECK_INTERVAL, "0.5")
     resources = cfg.resources
     per_worker = {"CPU": resources.cpus_per_worker}
     if resources.use_gpu:
-        per_worker["GPU"] = 1
-    loop_config: dict[str, Any] = {"config": cfg.model_dump(mode="json"), "data": data, "ref_cache": ref_cache,
-                                   "run_dir": join(storage_path, run_name), "scorer": scorer}
+        per_worker["GPU"] = resources.gpus()  # below 1: trials share a GPU
+    loop_config: dict[str, Any] = {"config": cfg.model_dump(mode="json"), "data": data, "tokens": tokens,
+                                   "ref_cache": ref_cache, "run_dir": join(storage_path, run_name),
+                                   "scorer": scorer}
     if mlflow:
         loop_config.update(tracking_uri=mlflow["tracking_uri"], mlflow_run_id=mlflow["run_id"])
     return TorchTrainer(

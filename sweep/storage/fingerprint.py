@@ -17,7 +17,7 @@ import torch
 from objectives.registry import objective_of
 from sweep.config.schema import PrefsweepConfig
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: entries shared under the storage, keyed with the tokenization's parts
 _SMALL_FILE = 64 << 20  # hashed whole; larger weight files by size + three 4 MiB samples
 _SAMPLE = 4 << 20
 
@@ -69,25 +69,39 @@ def data_digest(data) -> str:
     return digest.hexdigest()
 
 
-def fingerprint(cfg: PrefsweepConfig, data, *, data_hash: str | None = None) -> tuple[str, dict[str, Any]]:
-    """-> (key, the parts it hashes). The parts are stored in the manifest for humans."""
+def token_parts(cfg: PrefsweepConfig, data_hash: str) -> dict[str, Any]:
+    """What a tokenization of the rows depends on (one per distinct setting in a study)."""
     import transformers
 
-    objective = objective_of(cfg.objective)
-    parts = {
+    return {
         "format": CACHE_FORMAT,
-        "reference": model_identity(cfg.model.ref_name_or_path or cfg.model.name_or_path),
         "tokenizer": model_identity(cfg.model.name_or_path),
         "trust_remote_code": cfg.model.trust_remote_code,
-        "data": data_hash or data_digest(data),
-        "rows": "pairs" if objective.paired else "completions",
+        "data": data_hash,
+        "rows": "pairs" if objective_of(cfg.objective).paired else "completions",
         "max_length": cfg.data.max_length,
         "max_prompt_length": cfg.data.max_prompt_length,
+        "transformers": transformers.__version__,
+    }
+
+
+def _key(parts: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def token_key(cfg: PrefsweepConfig, data_hash: str) -> str:
+    return _key(token_parts(cfg, data_hash))
+
+
+def fingerprint(cfg: PrefsweepConfig, data_hash: str) -> tuple[str, dict[str, Any]]:
+    """-> (the reference cache key, the parts it hashes: the tokenization's, the reference model,
+    dtype, device kind). The parts are stored in the manifest for humans."""
+    parts = {
+        **token_parts(cfg, data_hash),
+        "reference": model_identity(cfg.model.ref_name_or_path or cfg.model.name_or_path),
         "dtype": cfg.model.dtype,
         # On CUDA the reference runs under bf16 autocast, on CPU in float32: different numbers.
         "device": "cuda" if cfg.resources.use_gpu else "cpu",
         "torch": torch.__version__.split("+")[0],
-        "transformers": transformers.__version__,
     }
-    key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
-    return key, parts
+    return _key(parts), parts

@@ -6,7 +6,10 @@ owns the MLflow parent run; each trial owns its child run; rank-0 workers log st
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
+import time
 from contextlib import contextmanager
 from typing import Any
 
@@ -24,10 +27,13 @@ from sweep.config.schema import PrefsweepConfig
 from sweep.data.loading import load_preference_data
 from sweep.engine.trainer import build_trainer
 from sweep.storage.files import delete_dir, join
+from sweep.storage.fingerprint import data_digest
 from sweep.storage.record import StudyRecord, exists, load_record, optuna_url, study_dir
 from sweep.study import reference_cache as refcache
+from sweep.study import shared_tokens
 from sweep.study.closing import summarize_study
 from sweep.study.console import SweepProgress, worker_logs_on_console
+from sweep.study.coordinator import hold
 from sweep.study.liveness import keep_alive
 from sweep.study.optuna_search import StudySearch, link_trial
 from sweep.study.ray_cluster import init_ray
@@ -47,9 +53,11 @@ class SweepInterrupted(RuntimeError):
     returns normally then, so the study must not be closed as finished."""
 
 
-def run_trial(params: dict[str, Any], *, study: dict[str, Any], data: Any) -> None:
+def run_trial(params: dict[str, Any], *, study: dict[str, Any]) -> None:
     """One Tune trial: a TorchTrainer run under a stable name, so a restarted trial resumes
-    from its last checkpoint (`ray.train.get_checkpoint()` in the workers)."""
+    from its last checkpoint (`ray.train.get_checkpoint()` in the workers). `study["data"]` is
+    [the loaded rows' object ref] and `study["data_hash"]` their digest (put once by the driver)."""
+    started = time.time()
     trial_id = tune.get_context().get_trial_id()
     cfg = config_with(PrefsweepConfig.model_validate(study["config"]), params)
     uri, experiment_id, parent = study["tracking_uri"], study["experiment_id"], study["parent_run_id"]
@@ -75,17 +83,18 @@ def run_trial(params: dict[str, Any], *, study: dict[str, Any], data: Any) -> No
             number = None
         if number is not None:
             tracking.set_tags(uri, run_id, {tracking.OPTUNA_TRIAL_TAG: number})
-    data_ref = ray.put(data)
-    # The study's shared reference log-probs for this trial's tokenization settings (computed on
-    # first use when swept parameters change them); None = the workers run a live reference.
+    # The study's shared tokenization and reference log-probs for this trial's settings (made on
+    # first use when swept parameters change them); ref_cache None = the workers run a live reference.
     try:
-        ref_cache = refcache.for_trial(cfg, data, study["dir"], data_ref=data_ref, tracking_uri=uri, run_id=run_id,
-                                       parent_run_id=parent)
+        tokens = shared_tokens.for_trial(cfg, study, uri, parent)
+        ref_cache = refcache.for_trial(cfg, tokens, study["dir"], data_hash=study["data_hash"], tracking_uri=uri,
+                                       run_id=run_id, parent_run_id=parent)
         trainer = build_trainer(
-            cfg, data_ref, run_name=f"trial-{trial_id}", storage_path=join(study["dir"], "train"),
-            mlflow={"tracking_uri": uri, "run_id": run_id}, callbacks=[TuneReportCallback()], ref_cache=ref_cache,
-            scorer=study["scorer"],
+            cfg, study["data"][0], tokens=tokens[0], run_name=f"trial-{trial_id}",
+            storage_path=join(study["dir"], "train"), mlflow={"tracking_uri": uri, "run_id": run_id},
+            callbacks=[TuneReportCallback()], ref_cache=ref_cache, scorer=study["scorer"],
         )
+        fitting = time.time()
         trainer.fit()
     except Exception as exc:
         if not training_failed(exc):
@@ -96,7 +105,9 @@ def run_trial(params: dict[str, Any], *, study: dict[str, Any], data: Any) -> No
         tracking.set_tags(uri, run_id, {tracking.STATE_TAG: "failed", tracking.ERROR_TAG: tracking.short_error(exc)})
         tracking.end_run(uri, run_id, "FAILED")
         raise
-    tracking.set_tags(uri, run_id, {tracking.STATE_TAG: "finished"})
+    times = json.dumps({"started": round(started, 3), "fit": round(fitting, 3), "ended": round(time.time(), 3),
+                        "pid": os.getpid()})
+    tracking.set_tags(uri, run_id, {tracking.STATE_TAG: "finished", tracking.TRIAL_TIMES_TAG: times})
     tracking.end_run(uri, run_id, "FINISHED")
 
 
@@ -127,16 +138,24 @@ def _scheduler(cfg: PrefsweepConfig):
     )
 
 
+def reuse_trial_actors(cfg: PrefsweepConfig) -> bool:
+    """The next trial function runs in the actor the last one ended in, the project already
+    imported: a fresh actor per trial costs seconds of start-up (about 5 s on 2 cores). Not
+    with early stopping: Tune keeps the actor of a trial ASHA stopped for reuse while its
+    Train run goes on, and the reset of that actor for the next trial then fails that trial."""
+    return cfg.sweep.early_terminate is None
+
+
 TRIAL_MEMORY = 64 * 1024**2  # bytes reserved per trial function (logical)
 
 
-def _trainable(record: StudyRecord, data: Any, scorer: dict[str, str] | None):
-    study = {**record.__dict__, "dir": study_dir(record.cfg.resolved_storage(), record.name), "scorer": scorer}
+def _trainable(record: StudyRecord, shared: dict[str, Any]):
+    study = {**record.__dict__, **shared, "dir": study_dir(record.cfg.resolved_storage(), record.name)}
     # The trial function only waits on its TorchTrainer; the workers hold the CPUs/GPUs.
     # Tune refuses an all-zero request, hence a sliver, of memory: a CPU sliver would leave
     # the node it lands on short of a whole CPU, so on a cluster whose nodes have exactly
     # the CPUs of a worker group no worker group would ever fit (a deadlock).
-    return tune.with_resources(tune.with_parameters(run_trial, study=study, data=data), {"memory": TRIAL_MEMORY})
+    return tune.with_resources(tune.with_parameters(run_trial, study=study), {"memory": TRIAL_MEMORY})
 
 
 def _load_data(cfg: PrefsweepConfig):
@@ -170,14 +189,15 @@ def start_study(cfg: PrefsweepConfig, *, overwrite: bool = False, progress: list
                          experiment_id=experiment_id, parent_run_id=parent, optuna_url=url)
     keep_alive(record, storage)  # saves it, stamped with who drives it, and again every few seconds while it runs
     with _fails_study(record):
-        _prepare_reference_cache(record, data)
+        shared = _share_inputs(record, data)
         scorer, _scorer_alive = start_scorer(cfg, study_dir(storage, cfg.name))  # held while the sweep runs
         tuner = tune.Tuner(
-            _trainable(record, data, scorer),
+            _trainable(record, {**shared, "scorer": scorer}),
             tune_config=tune.TuneConfig(
                 metric=cfg.sweep.metric.name, mode=cfg.sweep.metric.mode,
                 search_alg=StudySearch(cfg, optuna.storages.RDBStorage(url)), scheduler=_scheduler(cfg),
                 num_samples=total_trials(cfg.sweep), max_concurrent_trials=cfg.sweep.max_concurrent_trials,
+                reuse_actors=reuse_trial_actors(cfg),
             ),
             run_config=tune.RunConfig(
                 name=cfg.name, storage_path=storage, callbacks=[SweepProgress(cfg), *(progress or [])],
@@ -213,20 +233,26 @@ def resume_study(name: str, storage: str = "runs", progress: list | None = None)
     init_ray(log_to_driver=worker_logs_on_console())
     keep_alive(record, cfg.resolved_storage())  # running again, driven by this process
     with _fails_study(record):
-        _prepare_reference_cache(record, data)
+        shared = _share_inputs(record, data)
         scorer, _scorer_alive = start_scorer(cfg, study_dir(cfg.resolved_storage(), name))  # held while the sweep runs
         tuner = tune.Tuner.restore(
-            study_dir(cfg.resolved_storage(), name), trainable=_trainable(record, data, scorer),
+            study_dir(cfg.resolved_storage(), name), trainable=_trainable(record, {**shared, "scorer": scorer}),
             resume_unfinished=True, resume_errored=False, restart_errored=False,
         )
     return _finish(record, tuner)
 
 
-def _prepare_reference_cache(record: StudyRecord, data: Any) -> None:
-    """The one reference pass of the study, before any trial (see sweep.study.reference_cache)."""
+def _share_inputs(record: StudyRecord, data: Any) -> dict[str, Any]:
+    """What every trial shares, made once before Tune starts: the loaded rows in the object
+    store (one put per study, not per trial), the study's coordinator, its tokenization and its
+    reference-cache entry (where no swept parameter changes them) -> what trials are handed."""
     cfg = record.cfg
-    refcache.prepare_study(cfg, data, study_dir(cfg.resolved_storage(), record.name), record.tracking_uri,
-                           record.parent_run_id)
+    data_hash = data_digest(data)
+    hold(cfg.name)
+    tokens = shared_tokens.prepare_study(cfg, data, data_hash, record.tracking_uri, record.parent_run_id)
+    refcache.prepare_study(cfg, tokens, study_dir(cfg.resolved_storage(), record.name), record.tracking_uri,
+                           record.parent_run_id, data_hash)
+    return {"data": [ray.put(data)], "data_hash": data_hash}  # in a list: trials get the ref, not the rows
 
 
 def _finish(record: StudyRecord, tuner: tune.Tuner) -> StudyRecord:

@@ -10,6 +10,7 @@ import ray
 from sweep import tracking
 from sweep.config.schema import PrefsweepConfig
 from sweep.data.loading import load_preference_data
+from sweep.data.token_rows import tokenize_rows
 from sweep.engine.trainer import build_trainer
 from sweep.study.ray_cluster import init_ray
 from sweep.study.scoring import check_evaluation
@@ -38,8 +39,9 @@ def run_training(cfg: PrefsweepConfig) -> TrainOutcome:
     init_ray()
     storage = str(Path(cfg.resolved_storage(), cfg.name)) if "://" not in cfg.resolved_storage() \
         else f"{cfg.resolved_storage()}/{cfg.name}"
-    trainer = build_trainer(cfg, ray.put(data), run_name=run_name, storage_path=storage,
-                            mlflow={"tracking_uri": uri, "run_id": run_id})
+    # Tokenized once here, not once per DDP worker.
+    trainer = build_trainer(cfg, ray.put(data), tokens=ray.put(tokenize_rows(cfg, data)), run_name=run_name,
+                            storage_path=storage, mlflow={"tracking_uri": uri, "run_id": run_id})
     try:
         result = trainer.fit()
     except Exception as exc:

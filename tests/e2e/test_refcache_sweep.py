@@ -1,7 +1,9 @@
-"""The shared reference cache on a real Ray cluster: a 4-trial sweep runs exactly one
-reference pass (counted in the study's pass records and on the MLflow parent run), every
-trial reads the same entry, and a trial's numbers equal those of a run with a live
-reference (`prefsweep train` runs one, the cache off) to float tolerance."""
+"""The study's shared inputs on a real Ray cluster: a 4-trial sweep tokenizes its rows once
+and runs exactly one reference pass (counted in the study's pass records and on the MLflow
+parent run), every trial reads the same entry, a later study with the same inputs runs no
+pass at all, and a trial's numbers equal those of a run with a live reference (`prefsweep
+train` runs one, the cache off) to float tolerance. Sweeps over what changes tokenization get
+one tokenization per distinct setting."""
 from __future__ import annotations
 
 import json
@@ -58,11 +60,19 @@ def test_four_trials_one_reference_pass_same_numbers_as_live(cli, tmp_path):
     study = str(storage / "cached")
     assert reference_store.count_passes(study) == 1
     (parent,) = runs_by_kind(storage, "study")
-    assert parent.data.tags[tracking.PASSES_TAG] == "1"
+    assert parent.data.tags[tracking.PASSES_TAG] == "1" and parent.data.tags[tracking.TOKENIZATIONS_TAG] == "1"
     trials = runs_by_kind(storage, "trial")
     assert len(trials) == 4
     notes = {t.data.tags[tracking.CACHE_TAG] for t in trials}
     assert len(notes) == 1 and notes.pop().startswith("on: ")  # all four read the one entry
+
+    # A second study on the same model, rows and lengths: the entry outlived the first.
+    cli("run", str(path), "--set", "name=again", "--set", "sweep.method=random", "--set", "sweep.num_trials=1")
+    assert reference_store.count_passes(str(storage / "again")) == 0
+    (again,) = [run for run in runs_by_kind(storage, "study") if run.data.tags[tracking.STUDY_TAG] == "again"]
+    assert again.data.tags[tracking.PASSES_TAG] == "0"
+    (entry,) = reference_store.list_entries(str(storage))
+    assert entry["used_by"] == ["again", "cached"]
 
     # The same hyperparameters with a live reference: `prefsweep train` with the cache off.
     cli("train", str(path), "--set", "name=live", "--set", "train.reference_cache=false")
@@ -118,6 +128,7 @@ def test_objective_sweep_mixing_paired_unpaired_and_reference_free_one_pass_per_
     assert reference_store.count_passes(str(storage / "objs")) == 2
     (parent,) = runs_by_kind(storage, "study")
     assert parent.data.tags[tracking.PASSES_TAG] == "2"
+    assert parent.data.tags[tracking.TOKENIZATIONS_TAG] == "2"  # pairs (dpo, ipo, simpo) and rows (kto, pmpo)
 
 
 def test_max_length_sweep_one_pass_per_length(cli, tmp_path):
@@ -128,3 +139,5 @@ def test_max_length_sweep_one_pass_per_length(cli, tmp_path):
     assert set(notes) == {"48", "64"} and notes["48"] != notes["64"]
     assert all(note.startswith("on: ") for note in notes.values())
     assert reference_store.count_passes(str(storage / "lengths")) == 2
+    (parent,) = runs_by_kind(storage, "study")
+    assert parent.data.tags[tracking.TOKENIZATIONS_TAG] == "2"
