@@ -7,9 +7,11 @@ shares happens once, however many trials ask at the same time:
   this actor, for every later trial (`sweep.study.shared_tokens`);
 - each missing reference-cache entry: one pass per entry (`sweep.study.reference_cache`).
 
-The driver creates it before Tune starts and holds it until the sweep ends; trials find it
-by name (one that finds none creates it, outside its own placement group, so it outlives
-that trial). Tasks run with one trial worker's resources, outside the trial's placement group.
+The driver creates it on its own node before Tune starts and holds it until the sweep ends,
+so losing a worker node costs only the trials that ran there (Tune retries them) and never
+the study's shared state; trials find it by name (one that finds none creates it, outside
+its own placement group, so it outlives that trial). Tasks run with one trial worker's
+resources, outside the trial's placement group.
 """
 from __future__ import annotations
 
@@ -26,6 +28,16 @@ from sweep.storage.reference_store import entry_dir, is_valid
 # sweep.study.driver): a task or actor launched from a trial would be refused ("cannot fit
 # into any bundles") or die with the trial. "DEFAULT" opts out of the capture.
 _UNCAPTURED = {"scheduling_strategy": "DEFAULT"}
+
+
+def on_driver_node() -> dict[str, Any]:
+    """Scheduling options that put an actor on this process's node, hard: a study-wide actor
+    placed by default scheduling (it needs no CPU, so it fits anywhere) could land on a
+    worker node and die with it, failing every trial that asks it afterwards."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)}
 
 
 def task_options(cfg: PrefsweepConfig) -> dict[str, Any]:
@@ -90,14 +102,18 @@ class _Coordinator:
 _HELD: dict[str, Any] = {}  # the driver's handles: a named actor lives while a handle does
 
 
-def coordinator(study_name: str):
+def coordinator(study_name: str, placement: dict[str, Any] | None = None):
+    """The study's coordinator, found by name, or made with `placement` (default: anywhere
+    outside the caller's placement group) when there is none."""
     import ray
 
     actor = ray.remote(num_cpus=0, max_concurrency=64)(_Coordinator)
-    return actor.options(name=f"prefsweep-study-{study_name}", get_if_exists=True, **_UNCAPTURED).remote()
+    return actor.options(name=f"prefsweep-study-{study_name}", get_if_exists=True,
+                         **(placement or _UNCAPTURED)).remote()
 
 
 def hold(study_name: str):
-    """The driver's handle, kept until the process ends (the actor, its tokenizations with it)."""
-    _HELD[study_name] = coordinator(study_name)
+    """The driver's handle, kept until the process ends (the actor, its tokenizations with it),
+    on the driver's node."""
+    _HELD[study_name] = coordinator(study_name, on_driver_node())
     return _HELD[study_name]

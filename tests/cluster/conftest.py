@@ -97,6 +97,13 @@ class RayCluster:
         nodes = body["data"]["result"]["result"]
         return [n for n in nodes if n["state"] == "ALIVE" or not alive_only]
 
+    def actors_named(self, name: str) -> list[dict]:
+        """Actors of that name, dead ones included, from the dashboard's state API."""
+        status, body = http_json(f"{self.dashboard}/api/v0/actors?limit=100&detail=1&filter_keys=name"
+                                 f"&filter_predicates=%3D&filter_values={name}", token=self.token)
+        assert status == 200, body
+        return body["data"]["result"]["result"]
+
     def raylet_of(self, node_id: str):
         """The raylet process of one node of this cluster."""
         for proc in processes_under(self.temp):

@@ -214,7 +214,8 @@ def test_rest_service_sweep_spreads_over_both_nodes(ray_cluster, services, api):
 
 def test_losing_the_worker_node_mid_sweep(ray_cluster, services):
     """SIGKILL the worker node's raylet while a trial trains there: the trial restarts on
-    the head from its last checkpoint and the study still finishes."""
+    the head from its last checkpoint and the study still finishes. The study's coordinator
+    (its tokenization, its reference passes) lives on the driver's node, so it survives."""
     worker = ensure_two_nodes(ray_cluster)
     study, storage = "node-loss", services.storage
     submission = f"{study}-{secrets.token_hex(3)}"
@@ -255,3 +256,5 @@ def test_losing_the_worker_node_mid_sweep(ray_cluster, services):
     assert steps.count(10) == 1 and max(steps) == 40, steps
     assert "resumed from the checkpoint of step" in ray_cluster.job_logs(submission)
     assert all(t.state.name == "COMPLETE" for t in optuna_trials(services.optuna_url, study))
+    coordinators = ray_cluster.actors_named(f"prefsweep-study-{study}")
+    assert coordinators and {a["node_id"] for a in coordinators} == {ray_cluster.head_id}, coordinators
