@@ -28,8 +28,11 @@ def cmd_cache_ls(args) -> int:
     if args.json:
         print(json.dumps(entries, indent=2))
         return 0
-    table = Table(title=f"reference cache under {args.storage}: {len(entries)} entries, "
-                        f"{_size(sum(e['bytes'] for e in entries))}")
+    # The heading on its own unwrapped line: as the table's title it would wrap to the table's
+    # width, cutting a long storage path (and the count after it) across lines.
+    console.print(f"reference cache under {args.storage}: {len(entries)} entries, "
+                  f"{_size(sum(e['bytes'] for e in entries))}", highlight=False, soft_wrap=True)
+    table = Table()
     for column in ("key", "size", "rows (train/eval)", "reference", "max_length", "used by", "last used"):
         table.add_column(column)
     for e in entries:
