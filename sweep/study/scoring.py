@@ -2,9 +2,9 @@
 loaded once per study, which every trial's generation evaluation calls by name.
 
 Started by the driver before the first trial, on its node (see `start_scorer` for one that
-needs a GPU), outside any trial's placement group and with no
-CPU of its own (it works only while a trial waits on it, so it must not take the CPU a trial
-group needs); owned by the driver, it ends with it."""
+needs a GPU), outside any trial's placement group and with no CPU of its own (it works only
+while a trial waits on it, so it must not take the CPU a trial group needs); owned by the
+driver, it ends with it."""
 from __future__ import annotations
 
 import hashlib

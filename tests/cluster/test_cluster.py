@@ -213,9 +213,10 @@ def test_rest_service_sweep_spreads_over_both_nodes(ray_cluster, services, api):
 
 
 def test_losing_the_worker_node_mid_sweep(ray_cluster, services):
-    """SIGKILL the worker node's raylet while a trial trains there: the trial restarts on
-    the head from its last checkpoint and the study still finishes. The study's coordinator
-    (its tokenization, its reference passes) lives on the driver's node, so it survives."""
+    """SIGKILL the worker node (its raylet and its workers) while a trial trains there: the
+    trial restarts on the head from its last checkpoint and the study still finishes. The
+    study's coordinator (its tokenization, its reference passes) lives on the driver's node,
+    so it survives."""
     worker = ensure_two_nodes(ray_cluster)
     study, storage = "node-loss", services.storage
     submission = f"{study}-{secrets.token_hex(3)}"
@@ -225,7 +226,7 @@ def test_losing_the_worker_node_mid_sweep(ray_cluster, services):
         "prefsweep", "run", "configs/cluster-demo.yaml",
         *sets(f"name={study}", f"storage.path={storage}", f"storage.optuna_url={services.optuna_url}",
               f"tracking.mlflow_tracking_uri={services.mlflow}",
-              "sweep.num_trials=2", "train.max_steps=40", "sweep.max_retries=2", *QUICK),
+              "sweep.num_trials=2", "train.max_steps=60", "sweep.max_retries=2", *QUICK),
         timeout=180)
 
     def trial_past_its_first_checkpoint_on_the_worker():
@@ -239,14 +240,18 @@ def test_losing_the_worker_node_mid_sweep(ray_cluster, services):
 
     victim = wait_for(trial_past_its_first_checkpoint_on_the_worker, 360, "a trial to train on the worker node",
                       interval=2)
-    ray_cluster.raylet_of(worker).kill()
+    ray_cluster.lose_node(worker)  # 40 steps before the trial's end: it cannot finish there
 
     info = ray_cluster.wait_job(submission, 480)
     logs = ray_cluster.job_logs(submission)[-8000:]
     assert info["status"] == "SUCCEEDED", logs
     # The GCS declares the node dead only after it misses enough health checks, which can come
     # after the study, restarted on the head, has already finished.
-    wait_for(lambda: worker not in {n["node_id"] for n in ray_cluster.nodes()}, 120, "the worker node declared dead")
+    def worker_declared_dead():
+        alive = {n["node_id"] for n in ray_cluster.nodes()}
+        return bool(alive) and worker not in alive  # an empty list is the dashboard not answering
+
+    wait_for(worker_declared_dead, 120, "the worker node declared dead")
     assert record(storage, study)["state"] == "finished", logs
     runs = {r.data.tags["prefsweep.trial_id"]: r for r in trial_runs(services.mlflow, study)}
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs.values()), logs
@@ -255,7 +260,7 @@ def test_losing_the_worker_node_mid_sweep(ray_cluster, services):
     assert nodes[0] == worker and nodes[-1] == ray_cluster.head_id, nodes
     # It resumed from a checkpoint, not from scratch: step 10's evaluation was logged once.
     steps = eval_steps(services.mlflow, moved)
-    assert steps.count(10) == 1 and max(steps) == 40, steps
+    assert steps.count(10) == 1 and max(steps) == 60, steps
     assert "resumed from the checkpoint of step" in ray_cluster.job_logs(submission)
     assert all(t.state.name == "COMPLETE" for t in optuna_trials(services.optuna_url, study))
     coordinators = ray_cluster.actors_named(f"prefsweep-study-{study}")
